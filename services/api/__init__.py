@@ -1,0 +1,1 @@
+"""FastAPI control plane (datasets, runs, rounds, jobs, artifacts, metrics). Lands with the control-plane issue."""

@@ -1,0 +1,1 @@
+"""Celery workers wrapping wsis_core stage functions. Land with the control-plane issue."""
