@@ -1,0 +1,59 @@
+"""The `wsis` CLI contracts: synth → convert → eval, JSON formats, one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from wsis_core.cli import main
+from wsis_core.evaluation import METRIC_KEYS
+
+
+def test_gt_as_results_scores_100_everywhere(tmp_path, capsys):
+    data = tmp_path / "d"
+    assert main(["synth", str(data), "--train", "4", "--val", "3", "--size", "96", "--seed", "1"]) == 0
+    gt, preds, metrics_path = tmp_path / "gt.json", tmp_path / "preds.json", tmp_path / "metrics.json"
+    assert main(["convert", "--data", str(data), "--split", "val", "--out", str(gt)]) == 0
+    assert main(["convert", "--data", str(data), "--split", "val", "--out", str(preds), "--as-results"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--gt", str(gt), "--pred", str(preds), "--out", str(metrics_path)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert list(printed) == list(METRIC_KEYS)
+    assert all(value == pytest.approx(100.0) for value in printed.values())
+    assert json.loads(metrics_path.read_text()) == printed
+    coco = json.loads(gt.read_text())
+    assert [image["id"] for image in coco["images"]] == [1, 2, 3]
+
+
+def test_boxes_only_results_give_null_mask_metrics(tmp_path, capsys):
+    data, gt, preds = tmp_path / "d", tmp_path / "gt.json", tmp_path / "preds.json"
+    main(["synth", str(data), "--train", "2", "--val", "2", "--size", "96", "--seed", "2"])
+    main(["convert", "--data", str(data), "--split", "val", "--out", str(gt), "--as-results"])
+    results = [{k: v for k, v in r.items() if k != "segmentation"} for r in json.loads(gt.read_text())]
+    preds.write_text(json.dumps(results))
+    main(["convert", "--data", str(data), "--split", "val", "--out", str(gt)])
+    capsys.readouterr()
+    assert main(["eval", "--gt", str(gt), "--pred", str(preds)]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["mAP_r@0.5"] is None and metrics["coco_segm_AP"] is None
+    assert metrics["mAP_b@0.5"] == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["convert", "--data", "/nonexistent/data", "--split", "val", "--out", "x.json"],
+        ["convert", "--data", "{voc}", "--split", "nosuchsplit", "--out", "x.json"],
+        ["eval", "--gt", "/nonexistent/gt.json", "--pred", "/nonexistent/p.json"],
+    ],
+)
+def test_bad_input_prints_one_line_and_exits_2(voc_mini, tmp_path, argv):
+    argv = [arg.format(voc=voc_mini) for arg in argv]
+    result = subprocess.run([sys.executable, "-m", "wsis_core.cli", *argv], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "error:" in lines[0] and "Traceback" not in result.stderr

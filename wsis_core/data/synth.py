@@ -1,0 +1,355 @@
+"""A synthetic PASCAL VOC 2012-layout dataset for the demo, the tests and the benchmarks.
+
+Design goals, so that the weakly supervised task stays meaningful:
+
+* **Class = part.** The five classes pair up bodies and parts: ``cat`` (ellipse + pointed ears), ``bear``
+  (ellipse + round ears), ``fish`` (ellipse + tail fin), ``house`` (rectangle + roof), ``cart``
+  (rectangle + wheels). Each body shape is shared by several classes, so a model must find the
+  discriminative part, as class activation maps do on real images.
+* **Colour says nothing.** Every object and the background clutter take colours from one shared palette
+  and get a random texture (stripes, smooth noise or grain), independent of the class.
+* **Instances meet.** An image holds 1-3 classes with 1-3 instances each (at most 5 in all); many
+  instances are placed next to or over an earlier one, so instance separation is not just connected
+  components. Objects are drawn back to front; an instance's mask is its visible pixels. A candidate
+  that would leave itself or an earlier instance less than 40 % visible or with fewer than 30 labelled
+  pixels is redrawn (and dropped after a few tries), so every annotated instance is substantial.
+* **VOC conventions.** A 1-pixel void band (255) lines the visible boundary of every instance in both
+  label PNGs; void pixels belong to no instance. Boxes are the 1-based inclusive extent of the labelled
+  pixels of the instance.
+
+Image ``i`` (1-based over train then val) is drawn from its own generator seeded with ``(seed, i)``, and
+the PNG/JPEG encoders are deterministic, so a seed gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from wsis_core.data.palette import save_label_png
+from wsis_core.data.types import VOID
+from wsis_core.errors import WsisInputError
+
+SYNTH_CLASSES: tuple[str, ...] = ("cat", "bear", "fish", "house", "cart")
+
+# Colours of objects and clutter alike (RGB): the class can never be read from colour.
+_COLORS = np.array(
+    [
+        (200, 60, 50), (230, 150, 40), (220, 210, 70), (90, 170, 70), (40, 120, 90),
+        (60, 160, 200), (50, 80, 170), (130, 80, 170), (200, 90, 160), (140, 100, 60),
+        (90, 90, 90), (200, 200, 190),
+    ],
+    dtype=np.float32,
+)
+
+MIN_SIZE = 64
+_MIN_VISIBLE_FRACTION = 0.4
+_MIN_LABELLED_PIXELS = 30
+_MAX_INSTANCES = 5
+_TRIES_PER_INSTANCE = 12
+_SUBPIXEL_BITS = 4  # cv2.fillPoly's ``shift``: polygon vertices at 1/16 pixel
+
+_DATA_DIRS = ("JPEGImages", "Annotations", "SegmentationClass", "SegmentationObject")
+_LIST_DIRS = ("ImageSets/Segmentation", "ImageSets/Main")
+_OWN_DIRS = frozenset(_DATA_DIRS + _LIST_DIRS + ("ImageSets",))
+_OWN_FILE = re.compile(
+    r"classes\.txt"
+    r"|(JPEGImages|Annotations|SegmentationClass|SegmentationObject)/synth_\d{6,}\.(jpg|xml|png)"
+    r"|ImageSets/(Segmentation|Main)/(train|val)\.txt"
+)
+
+
+# ---------------------------------------------------------------------------------------------- shapes
+def _ellipse(cx: float, cy: float, rx: float, ry: float, points: int = 40) -> np.ndarray:
+    angles = np.linspace(0.0, 2.0 * np.pi, points, endpoint=False)
+    return np.stack([cx + rx * np.cos(angles), cy + ry * np.sin(angles)], axis=1)
+
+
+def _rectangle(a: float, b: float) -> np.ndarray:
+    return np.array([(-a, -b), (a, -b), (a, b), (-a, b)])
+
+
+def _cat(a: float, b: float) -> list[np.ndarray]:
+    ears = [np.array([(s * 0.45 * a - 0.4 * b, -0.7 * b), (s * 0.45 * a + 0.4 * b, -0.7 * b),
+                      (s * (0.45 * a + 0.15 * b), -1.75 * b)]) for s in (-1, 1)]
+    return [_ellipse(0, 0, a, b), *ears]
+
+
+def _bear(a: float, b: float) -> list[np.ndarray]:
+    ears = [_ellipse(s * 0.45 * a, -0.9 * b, 0.42 * b, 0.42 * b, 24) for s in (-1, 1)]
+    return [_ellipse(0, 0, a, b), *ears]
+
+
+def _fish(a: float, b: float) -> list[np.ndarray]:
+    tail = np.array([(0.75 * a, 0.0), (a + 0.9 * b, -0.8 * b), (a + 0.9 * b, 0.8 * b)])
+    return [_ellipse(0, 0, a, b), tail]
+
+
+def _house(a: float, b: float) -> list[np.ndarray]:
+    roof = np.array([(-1.15 * a, -0.95 * b), (1.15 * a, -0.95 * b), (0.0, -2.0 * b)])
+    return [_rectangle(a, b), roof]
+
+
+def _cart(a: float, b: float) -> list[np.ndarray]:
+    wheels = [_ellipse(s * 0.55 * a, b, 0.45 * b, 0.45 * b, 24) for s in (-1, 1)]
+    return [_rectangle(a, b), *wheels]
+
+
+# Polygons of each class around the body centre, body half-axes (a, b); y grows downwards.
+_SHAPES: dict[str, Callable[[float, float], list[np.ndarray]]] = {
+    "cat": _cat, "bear": _bear, "fish": _fish, "house": _house, "cart": _cart,
+}
+
+
+def _draw_object(rng: np.random.Generator, name: str, size: int, center: np.ndarray, length: float) -> np.ndarray:
+    """The full [size, size] bool mask of one object: class polygons, random aspect, flip and tilt."""
+    a = length / 2.0
+    b = a * rng.uniform(0.5, 0.85)
+    angle = np.deg2rad(rng.uniform(-20.0, 20.0))
+    flip = rng.choice((-1.0, 1.0))
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) * [flip, 1.0]
+    mask = np.zeros((size, size), np.uint8)
+    for polygon in _SHAPES[name](a, b):
+        points = (polygon @ rotation.T + center) * (1 << _SUBPIXEL_BITS)
+        cv2.fillPoly(mask, [np.round(points).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
+    return mask.astype(bool)
+
+
+# -------------------------------------------------------------------------------------------- textures
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """A [size, size] field in [0, 1]: a coarse random grid upsampled bicubically."""
+    grid = rng.random((cells, cells)).astype(np.float32)
+    return np.clip(cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
+
+
+def _two_colors(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    first, second = rng.choice(len(_COLORS), size=2, replace=False)
+    return _COLORS[first], _COLORS[second]
+
+
+def _color(rng: np.random.Generator) -> tuple[float, float, float]:
+    return tuple(float(c) for c in _COLORS[rng.integers(len(_COLORS))])
+
+
+def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A [size, size, 3] float image mixing two palette colours by stripes, smooth noise or grain."""
+    color_a, color_b = _two_colors(rng)
+    kind = rng.integers(3)
+    if kind == 0:
+        theta = rng.uniform(0.0, np.pi)
+        period = rng.uniform(4.0, 12.0)
+        ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+        phase = (xs * np.cos(theta) + ys * np.sin(theta)) * (2.0 * np.pi / period)
+        weight = 0.5 + 0.5 * np.sin(phase + rng.uniform(0.0, 2.0 * np.pi))
+    elif kind == 1:
+        weight = _smooth_noise(rng, size, max(3, size // 12))
+    else:
+        weight = rng.uniform(0.0, 0.6) + rng.random((size, size)).astype(np.float32) * 0.4
+    weight = weight[..., None]
+    return color_a * (1.0 - weight) + color_b * weight
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Clutter: smooth two-colour noise under a brightness gradient, plus random lines and small blobs.
+
+    Blobs are single ellipses or squares at most 0.14 of the image across, smaller than any object
+    (bodies are at least 0.2 across) and without the parts that make a class.
+    """
+    color_a, color_b = _two_colors(rng)
+    weight = _smooth_noise(rng, size, int(rng.integers(3, 7)))[..., None]
+    ramp = np.linspace(-1.0, 1.0, size, dtype=np.float32)
+    theta = rng.uniform(0.0, 2.0 * np.pi)
+    gradient = 1.0 + rng.uniform(0.1, 0.3) * (np.cos(theta) * ramp[None, :] + np.sin(theta) * ramp[:, None])
+    image = np.ascontiguousarray((color_a * (1.0 - weight) + color_b * weight) * gradient[..., None])
+    for _ in range(int(rng.integers(2, 7))):
+        start, end = (tuple(int(v) for v in rng.integers(0, size, 2)) for _ in range(2))
+        cv2.line(image, start, end, _color(rng), int(rng.integers(1, 3)), cv2.LINE_8)
+    for _ in range(int(rng.integers(3, 9))):
+        center = tuple(int(v) for v in rng.integers(0, size, 2))
+        radius = int(max(2, size * rng.uniform(0.02, 0.07)))
+        if rng.random() < 0.6:
+            axes = (radius, int(max(1, radius * rng.uniform(0.4, 1.0))))
+            cv2.ellipse(image, center, axes, float(rng.uniform(0, 180)), 0, 360, _color(rng), -1, cv2.LINE_8)
+        else:
+            corner = (center[0] + radius, center[1] + radius)
+            cv2.rectangle(image, center, corner, _color(rng), -1)
+    return image
+
+
+# -------------------------------------------------------------------------------------------- layout
+def _label_maps(masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Instance map (1..K, later masks on top) and the void band: labelled pixels with a 4-neighbour
+    of another label (the image border counts as no neighbour)."""
+    instances = np.zeros(masks[0].shape, np.uint8)
+    for index, mask in enumerate(masks, start=1):
+        instances[mask] = index
+    padded = np.pad(instances, 1, mode="edge")
+    center = padded[1:-1, 1:-1]
+    differs = (
+        (padded[:-2, 1:-1] != center) | (padded[2:, 1:-1] != center)
+        | (padded[1:-1, :-2] != center) | (padded[1:-1, 2:] != center)
+    )
+    return instances, differs & (instances > 0)
+
+
+def _acceptable(masks: list[np.ndarray]) -> bool:
+    """Every instance keeps >= 40 % of its drawn pixels visible and >= 30 labelled (non-void) pixels."""
+    instances, void = _label_maps(masks)
+    bins = len(masks) + 1
+    visible = np.bincount(instances.ravel(), minlength=bins)[1:]
+    labelled = np.bincount(instances[~void], minlength=bins)[1:]
+    drawn = np.array([mask.sum() for mask in masks])
+    return bool(np.all(visible >= _MIN_VISIBLE_FRACTION * drawn) and np.all(labelled >= _MIN_LABELLED_PIXELS))
+
+
+def _plan_classes(rng: np.random.Generator) -> list[str]:
+    """Draw order of the instances' classes: 1-3 classes, 1-3 instances each, at most 5 in all."""
+    present = rng.choice(len(SYNTH_CLASSES), size=int(rng.integers(1, 4)), replace=False)
+    counts = rng.integers(1, 4, size=len(present))
+    while counts.sum() > _MAX_INSTANCES:
+        counts[np.argmax(counts)] -= 1
+    names = [SYNTH_CLASSES[c] for c, n in zip(present, counts) for _ in range(n)]
+    return [names[i] for i in rng.permutation(len(names))]
+
+
+def _layout(rng: np.random.Generator, size: int) -> tuple[list[str], list[np.ndarray]]:
+    """Place the planned instances back to front; returns the kept classes and their full masks.
+
+    The first instance is redrawn until it fits; a later one is dropped after a few failed tries.
+    Two thirds of the later instances are placed next to a random earlier one (centre distance
+    0.45-0.95 of the sum of their half-lengths) so that objects touch or overlap; the rest anywhere.
+    """
+    names, masks, placed = [], [], []
+    for name in _plan_classes(rng):
+        attempt = 0
+        while attempt < _TRIES_PER_INSTANCE or not masks:  # the first instance is always placed
+            attempt += 1
+            length = size * rng.uniform(0.2, 0.45)
+            margin = 0.5 * length  # keeps the (untilted) body inside the image
+            if placed and rng.random() < 2.0 / 3.0:
+                other_center, other_length = placed[rng.integers(len(placed))]
+                direction = rng.uniform(0.0, 2.0 * np.pi)
+                distance = (other_length + length) / 2.0 * rng.uniform(0.45, 0.95)
+                center = other_center + distance * np.array([np.cos(direction), np.sin(direction)])
+            else:
+                center = rng.uniform(0.0, size, 2)
+            center = np.clip(center, margin, size - margin)
+            mask = _draw_object(rng, name, size, center, length)
+            if _acceptable(masks + [mask]):
+                names.append(name)
+                masks.append(mask)
+                placed.append((center, length))
+                break
+    return names, masks
+
+
+def _render(rng: np.random.Generator, size: int):
+    """One image: RGB uint8, class names in draw order, instance map and void band."""
+    image = _background(rng, size)
+    names, masks = _layout(rng, size)
+    for mask in masks:
+        image[mask] = _texture(rng, size)[mask]
+    image += rng.normal(0.0, 4.0, image.shape).astype(np.float32)
+    instances, void = _label_maps(masks)
+    return np.clip(image, 0, 255).astype(np.uint8), names, instances, void
+
+
+# ---------------------------------------------------------------------------------------------- files
+def _annotation_xml(image_id: str, size: int, names: list[str], instances: np.ndarray) -> bytes:
+    root = ET.Element("annotation")
+    ET.SubElement(root, "folder").text = "synth"
+    ET.SubElement(root, "filename").text = f"{image_id}.jpg"
+    size_element = ET.SubElement(root, "size")
+    for tag, value in (("width", size), ("height", size), ("depth", 3)):
+        ET.SubElement(size_element, tag).text = str(value)
+    ET.SubElement(root, "segmented").text = "1"
+    for index, name in enumerate(names, start=1):
+        ys, xs = np.nonzero(instances == index)
+        obj = ET.SubElement(root, "object")
+        ET.SubElement(obj, "name").text = name
+        ET.SubElement(obj, "difficult").text = "0"
+        box = ET.SubElement(obj, "bndbox")
+        for tag, value in (("xmin", xs.min()), ("ymin", ys.min()), ("xmax", xs.max()), ("ymax", ys.max())):
+            ET.SubElement(box, tag).text = str(int(value) + 1)
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8") + b"\n"
+
+
+def _write_example(out: Path, image_id: str, size: int, rng: np.random.Generator) -> None:
+    image, names, instances, void = _render(rng, size)
+    class_of_instance = np.array([0] + [SYNTH_CLASSES.index(n) + 1 for n in names], np.uint8)
+    objects = np.where(void, VOID, instances).astype(np.uint8)
+    semantic = np.where(void, VOID, class_of_instance[instances]).astype(np.uint8)
+    Image.fromarray(image).save(out / "JPEGImages" / f"{image_id}.jpg", format="JPEG", quality=95)
+    (out / "Annotations" / f"{image_id}.xml").write_bytes(_annotation_xml(image_id, size, names, objects))
+    save_label_png(out / "SegmentationClass" / f"{image_id}.png", semantic)
+    save_label_png(out / "SegmentationObject" / f"{image_id}.png", objects)
+
+
+def _prepare_output(out: Path) -> None:
+    """Create ``out``, or clear it if it holds only files this generator writes; refuse anything else."""
+    if out.exists() and not out.is_dir():
+        raise WsisInputError(f"{out}: exists and is not a folder")
+    if out.is_dir():
+        entries = sorted(out.rglob("*"))
+        foreign = [
+            p for p in entries
+            if not (p.is_dir() and not p.is_symlink() and p.relative_to(out).as_posix() in _OWN_DIRS)
+            and not (p.is_file() and _OWN_FILE.fullmatch(p.relative_to(out).as_posix()))
+        ]
+        if foreign:
+            raise WsisInputError(
+                f"{out}: folder is not empty and is not an earlier synthetic dataset "
+                f"(e.g. {foreign[0].relative_to(out)}); choose a new or empty folder"
+            )
+        for path in entries:
+            if path.is_file():
+                path.unlink()
+    for sub in _DATA_DIRS + _LIST_DIRS:
+        (out / sub).mkdir(parents=True, exist_ok=True)
+
+
+def generate_dataset(
+    out: Path,
+    n_train: int,
+    n_val: int,
+    size: int,
+    seed: int,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """Write a synthetic VOC-layout dataset of ``n_train`` + ``n_val`` square images of ``size`` pixels.
+
+    ``out`` must be new, empty or an earlier output of this function (which is replaced).
+    ``classes.txt`` is written last, so its presence marks a complete dataset.
+    ``on_progress(done, total)`` is called after each image.
+    """
+    out = Path(out)
+    for name, value in (("n_train", n_train), ("n_val", n_val), ("size", size), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise WsisInputError(f"{name} must be an integer, got {value!r}")
+    if size < MIN_SIZE:
+        raise WsisInputError(f"size must be at least {MIN_SIZE} pixels, got {size}")
+    if n_train < 1:
+        raise WsisInputError(f"n_train must be at least 1, got {n_train}")
+    if n_val < 0:
+        raise WsisInputError(f"n_val must be 0 or more, got {n_val}")
+    if seed < 0:
+        raise WsisInputError(f"seed must be 0 or more, got {seed}")
+    _prepare_output(out)
+
+    total = n_train + n_val
+    ids = [f"synth_{i:06d}" for i in range(1, total + 1)]
+    for done, image_id in enumerate(ids, start=1):
+        _write_example(out, image_id, size, np.random.default_rng([seed, done]))
+        if on_progress is not None:
+            on_progress(done, total)
+    for sub in _LIST_DIRS:
+        for split, split_ids in (("train", ids[:n_train]), ("val", ids[n_train:])):
+            (out / sub / f"{split}.txt").write_text("".join(f"{i}\n" for i in split_ids))
+    (out / "classes.txt").write_text("".join(f"{name}\n" for name in SYNTH_CLASSES))

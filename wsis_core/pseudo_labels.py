@@ -1,0 +1,118 @@
+"""Pseudo instance labels: the SS score map cropped with refined boxes (paper, "Center-context-gap
+refinement": "we directly crop the segmentation map with the refined boxes as the pseudo instance
+labels for training the IS branch").
+
+Inside each box, a pixel belongs to the instance when the box's class wins the score map's argmax
+there (``mode="argmax"``) or its class score exceeds ``threshold`` (``mode="threshold"``). A pixel
+claimed by several instances goes to the one whose class scores highest there, ties (same class)
+to the smallest box, which is the front object when same-class instances overlap. Instances
+smaller than ``min_pixels`` are dropped. The union of the instances of a class is the next round's
+semantic label of that class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from wsis_core import masks
+
+CROP_MODES = ("argmax", "threshold")
+
+
+@dataclass(frozen=True)
+class InstanceLabel:
+    """One pseudo instance: class index, [H, W] bool mask, the refined box (x1, y1, x2, y2), score."""
+
+    category_id: int
+    mask: np.ndarray
+    box: tuple[float, float, float, float]
+    score: float
+
+
+def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """[K, H, W] bool: pixels whose centre lies inside each (x1, y1, x2, y2) box."""
+    ys = torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5
+    xs = torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5
+    inside_x = (xs[None] >= boxes[:, 0:1]) & (xs[None] <= boxes[:, 2:3])
+    inside_y = (ys[None] >= boxes[:, 1:2]) & (ys[None] <= boxes[:, 3:4])
+    return inside_y[:, :, None] & inside_x[:, None, :]
+
+
+def crop_instances(
+    score_map: torch.Tensor,
+    boxes: torch.Tensor,
+    classes: torch.Tensor,
+    *,
+    mode: str = "argmax",
+    threshold: float = 0.5,
+) -> torch.Tensor:
+    """Instance masks [K, H, W] of one image from its score map [C+1, H, W] and K class boxes.
+
+    Overlaps are resolved so that every pixel belongs to at most one instance.
+    """
+    if mode not in CROP_MODES:
+        raise ValueError(f"mode must be one of {CROP_MODES}, got {mode!r}")
+    _, height, width = score_map.shape
+    class_scores = score_map[classes]  # [K, H, W]
+    if mode == "argmax":
+        foreground = score_map.argmax(dim=0)[None] == classes[:, None, None]
+    else:
+        foreground = class_scores > threshold
+    claimed = box_masks(boxes, height, width) & foreground
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    tie_break = areas / (areas.max() + 1) * 1e-4  # smaller box wins among equal class scores
+    priority = torch.where(claimed, class_scores.float() - tie_break[:, None, None], torch.tensor(-1.0))
+    owner = priority.argmax(dim=0)
+    return claimed & (owner[None] == torch.arange(len(boxes), device=boxes.device)[:, None, None])
+
+
+def make_instance_labels(
+    score_map: torch.Tensor,
+    boxes: torch.Tensor,
+    classes: torch.Tensor,
+    scores: torch.Tensor,
+    *,
+    mode: str = "argmax",
+    threshold: float = 0.5,
+    min_pixels: int = 10,
+) -> list[InstanceLabel]:
+    """Pseudo instances of one image, empty and tiny ones dropped."""
+    if len(boxes) == 0:
+        return []
+    instance_masks = crop_instances(score_map, boxes, classes, mode=mode, threshold=threshold).cpu().numpy()
+    return [
+        InstanceLabel(int(c), m, tuple(float(v) for v in b), float(s))
+        for m, b, c, s in zip(instance_masks, boxes.tolist(), classes.tolist(), scores.tolist())
+        if m.sum() >= min_pixels
+    ]
+
+
+def to_coco_annotations(image_id: int, instances: list[InstanceLabel], first_id: int = 1) -> list[dict]:
+    """COCO annotations: RLE ``segmentation``, ``bbox`` of the refined box (x, y, w, h), ``category_id``,
+    ``score``, ``area`` and ``iscrowd`` 0, numbered from ``first_id``."""
+    annotations = []
+    for offset, instance in enumerate(instances):
+        rle = masks.encode(instance.mask)
+        x1, y1, x2, y2 = instance.box
+        annotations.append({
+            "id": first_id + offset,
+            "image_id": image_id,
+            "category_id": instance.category_id,
+            "segmentation": rle,
+            "bbox": [x1, y1, x2 - x1, y2 - y1],
+            "area": masks.area(rle),
+            "iscrowd": 0,
+            "score": instance.score,
+        })
+    return annotations
+
+
+def semantic_label_from_instances(instances: list[InstanceLabel], height: int, width: int) -> np.ndarray:
+    """uint8 [H, W] class map: the union of each class's instance masks, 0 elsewhere."""
+    label = np.zeros((height, width), dtype=np.uint8)
+    for instance in instances:
+        label[instance.mask] = instance.category_id
+    return label
