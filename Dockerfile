@@ -1,4 +1,5 @@
-# wsis image: the library, the `wsis` CLI and (once they land) the API and worker services.
+# wsis image: the library, the `wsis` CLI, the API (uvicorn) and the Celery worker.
+# docker-compose.yml picks the command of each service; the default is `wsis --help`.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
@@ -9,10 +10,18 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends make libglib2.0-0 libgl1 \
     && rm -rf /var/lib/apt/lists/*
 
-COPY pyproject.toml README.md Makefile ./
+COPY pyproject.toml README.md Makefile alembic.ini ./
 COPY wsis_core ./wsis_core
 COPY services ./services
+COPY migrations ./migrations
 RUN pip install -e .
+
+# Not root (Celery refuses to be comfortable as root); the volumes inherit these owners.
+RUN useradd --create-home --uid 1000 wsis \
+    && mkdir -p /data /artifacts && chown wsis:wsis /data /artifacts
+USER wsis
+ENV WSIS_DATA_ROOT=/data WSIS_ARTIFACT_ROOT=/artifacts
+EXPOSE 8000
 
 ENTRYPOINT ["wsis"]
 CMD ["--help"]

@@ -58,5 +58,5 @@ def test_labels_drop_empty_instances_and_write_coco():
     assert ann["id"] == 3 and ann["image_id"] == 7 and ann["category_id"] == 1
     assert ann["bbox"] == [0.0, 0.0, 14.0, 20.0] and ann["score"] == pytest.approx(0.8)
     assert np.array_equal(masks.decode(ann["segmentation"]), instances[0].mask) and ann["area"] == 100
-    semantic = semantic_label_from_instances(instances, 20, 30)
+    semantic = semantic_label_from_instances([(i.category_id, i.mask) for i in instances], 20, 30)
     assert set(np.unique(semantic)) == {0, 1} and (semantic == 1).sum() == 100

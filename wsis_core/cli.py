@@ -59,6 +59,122 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(json.dumps(metrics))
 
 
+def _profile_overrides(args: argparse.Namespace) -> dict:
+    """``--set FIELD=VALUE`` pairs (any profile field) plus the dedicated flags."""
+    overrides = {}
+    for item in args.set or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise WsisInputError(f"--set {item}: expected FIELD=VALUE")
+        overrides[name.strip()] = value
+    if getattr(args, "backbone_weights", None):
+        if not Path(args.backbone_weights).is_file():
+            raise WsisInputError(f"{args.backbone_weights}: backbone weights file not found")
+        overrides["backbone_weights"] = args.backbone_weights
+    return overrides
+
+
+def _progress_for(label: str) -> _ProgressBar:
+    return _ProgressBar(label)
+
+
+def _run_standalone(work: Path, config, stages: tuple[str, ...], device: str) -> None:
+    """Run ``stages`` of round 1 in a work folder (run folder = round folder), recomputing them."""
+    from wsis_core.device import resolve_device
+    from wsis_core.io import write_json
+    from wsis_core.rounds import STAGES, RoundContext, marker_name, run_stage_in
+
+    write_json(work / "config.json", config.to_dict())
+    for stage in STAGES[STAGES.index(stages[0]):]:  # these stages and everything after them are redone
+        (work / marker_name(stage)).unlink(missing_ok=True)
+    ctx = RoundContext(work, 1, config, resolve_device(device), round_dir=work)
+    ctx.profile  # validate the profile before any work starts
+    for stage in stages:
+        run_stage_in(ctx, stage, _progress_for(stage))
+
+
+def _new_config(args: argparse.Namespace, **fields):
+    from wsis_core.data.dataset import open_weak_dataset
+    from wsis_core.rounds import RunConfig
+
+    classes = open_weak_dataset(args.data, "train").classes
+    config = RunConfig(data=str(Path(args.data).resolve()), classes=tuple(classes), profile=args.profile,
+                       overrides=_profile_overrides(args), seed=args.seed, **fields)
+    config.build_profile()
+    return config
+
+
+def cmd_cues(args: argparse.Namespace) -> None:
+    work = Path(args.out)
+    _run_standalone(work, _new_config(args), ("cues", "ss"), args.device)
+    print(f"wrote peaks.json, semantic_labels/, score_maps/ to {work}")
+
+
+def _existing_config(work: Path, **changes):
+    import dataclasses
+
+    from wsis_core.rounds import read_config
+
+    return dataclasses.replace(read_config(work), **changes)
+
+
+def cmd_mil(args: argparse.Namespace) -> None:
+    from wsis_core.rounds import RunConfig
+
+    work = Path(args.work)
+    config = _existing_config(work, proposals=args.proposals)
+    if Path(config.data) != Path(args.data).resolve():
+        raise WsisInputError(f"{work}: its cues were computed on {config.data}, not {args.data}")
+    RunConfig.from_dict(config.to_dict())  # validates the proposal source
+    _run_standalone(work, config, ("proposals", "mil"), args.device)
+    print(f"wrote {work / 'mil_boxes.json'}")
+
+
+def cmd_ccgr(args: argparse.Namespace) -> None:
+    work = Path(args.work)
+    from wsis_core.rounds import read_config
+
+    overrides = {**read_config(work).overrides, "ccgr_iters": args.iters, "ccgr_gap": args.gap}
+    config = _existing_config(work, ccgr=not args.no_ccgr, overrides=overrides)
+    _run_standalone(work, config, ("ccgr", "pseudo_labels"), args.device)
+    print(f"wrote {work / 'ccgr_boxes.json'} and {work / 'pseudo_labels.json'}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from wsis_core.device import resolve_device
+    from wsis_core.rounds import run_rounds
+
+    run = Path(args.out)
+    if (run / "config.json").exists() and not args.resume:
+        raise WsisInputError(f"{run}: a run already exists there (pass --resume to continue it)")
+    if args.rounds < 1:
+        raise WsisInputError(f"--rounds must be at least 1, got {args.rounds}")
+    config = _new_config(args, supervision=args.supervision, ccgr=not args.no_ccgr, box_source=args.box_source,
+                         proposals=args.proposals)
+    summary = run_rounds(run, config, args.rounds, resolve_device(args.device), progress_for=_progress_for)
+    for entry in summary["rounds"]:
+        print(json.dumps({"round": entry["round"], **entry["metrics"]}))
+    print(f"wrote {run / 'summary.json'}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from wsis_core.predict import predict_run
+    from wsis_core.io import write_json
+
+    predictions = predict_run(Path(args.run), args.round, args.data, args.split, args.device,
+                              on_progress=_progress_for("predict"))
+    write_json(args.out, predictions)
+    print(f"wrote {len(predictions)} instances to {args.out}")
+
+
+def _add_profile_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="tiny", help="tiny (CPU, minutes) or paper (the paper's settings, GPU)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backbone-weights", help="local torchvision ResNet state_dict (default: random init)")
+    parser.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override any profile field")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wsis", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -69,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--val", type=int, default=40, help="number of validation images")
     synth.add_argument("--size", type=int, default=160, help="image side in pixels")
     synth.add_argument("--seed", type=int, default=0)
-    synth.set_defaults(run=cmd_synth)
+    synth.set_defaults(handler=cmd_synth)
 
     convert = commands.add_parser("convert", help="write a split's ground truth as COCO JSON")
     convert.add_argument("--data", required=True, help="VOC- or COCO-layout dataset folder")
@@ -77,20 +193,62 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--out", required=True)
     convert.add_argument("--as-results", action="store_true",
                          help="write the ground truth as a COCO results list with score 1 (sanity checks)")
-    convert.set_defaults(run=cmd_convert)
+    convert.set_defaults(handler=cmd_convert)
 
     evaluate = commands.add_parser("eval", help="mAP^r@0.25/0.5/0.75, mAP^b@0.5 and COCO AP of predictions")
     evaluate.add_argument("--gt", required=True, help="COCO ground truth written by `wsis convert`")
     evaluate.add_argument("--pred", required=True, help="COCO results list")
     evaluate.add_argument("--out", help="also write the metrics JSON here")
-    evaluate.set_defaults(run=cmd_eval)
+    evaluate.set_defaults(handler=cmd_eval)
+
+    cues = commands.add_parser("cues", help="round-1 cues: classifier, peaks, PSA labels, SS score maps")
+    cues.add_argument("--data", required=True)
+    cues.add_argument("--out", required=True, help="work folder")
+    _add_profile_options(cues)
+    cues.set_defaults(handler=cmd_cues)
+
+    mil = commands.add_parser("mil", help="proposals, bags (Eq. 4) and WSDDN boxes (Eq. 2) → mil_boxes.json")
+    mil.add_argument("--data", required=True)
+    mil.add_argument("--work", required=True, help="work folder of `wsis cues`")
+    mil.add_argument("--proposals", default="selective-search", help="selective-search or a folder of MCG/npz/json files")
+    mil.add_argument("--device", default="auto")
+    mil.set_defaults(handler=cmd_mil)
+
+    ccgr = commands.add_parser("ccgr", help="CCGR (Eq. 3) of the MIL boxes → ccgr_boxes.json, pseudo_labels.json")
+    ccgr.add_argument("--work", required=True, help="work folder of `wsis cues` and `wsis mil`")
+    ccgr.add_argument("--iters", type=int, default=200)
+    ccgr.add_argument("--gap", choices=("ring", "paper"), default="ring")
+    ccgr.add_argument("--no-ccgr", action="store_true", help="crop with the MIL boxes (Table 3 ablation)")
+    ccgr.add_argument("--device", default="auto")
+    ccgr.set_defaults(handler=cmd_ccgr)
+
+    train = commands.add_parser("train", help="the whole method: rounds of MIL, SS, CCGR and IS")
+    train.add_argument("--data", required=True)
+    train.add_argument("--out", required=True, help="run folder")
+    train.add_argument("--rounds", type=int, default=3)
+    train.add_argument("--supervision", choices=("weak", "full"), default="weak")
+    train.add_argument("--no-ccgr", action="store_true")
+    train.add_argument("--box-source", choices=("mil", "seg"), default="mil")
+    train.add_argument("--proposals", default="selective-search")
+    train.add_argument("--resume", action="store_true")
+    _add_profile_options(train)
+    train.set_defaults(handler=cmd_train)
+
+    predict = commands.add_parser("predict", help="instance masks from a trained run (IS branch only)")
+    predict.add_argument("--run", required=True)
+    predict.add_argument("--round", type=int, help="default: the last finished round")
+    predict.add_argument("--data", required=True)
+    predict.add_argument("--split", default="val")
+    predict.add_argument("--out", required=True)
+    predict.add_argument("--device", default="auto")
+    predict.set_defaults(handler=cmd_predict)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        args.handler(args)
     except WsisInputError as exc:
         print(f"wsis {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -12,6 +12,7 @@ semantic label of that class.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,9 +111,10 @@ def to_coco_annotations(image_id: int, instances: list[InstanceLabel], first_id:
     return annotations
 
 
-def semantic_label_from_instances(instances: list[InstanceLabel], height: int, width: int) -> np.ndarray:
-    """uint8 [H, W] class map: the union of each class's instance masks, 0 elsewhere."""
+def semantic_label_from_instances(instances: Iterable[tuple[int, np.ndarray]], height: int, width: int) -> np.ndarray:
+    """uint8 [H, W] class map from (class index, [H, W] bool mask) pairs: the union of each class's
+    instance masks (the SS labels of rounds after the first), 0 elsewhere."""
     label = np.zeros((height, width), dtype=np.uint8)
-    for instance in instances:
-        label[instance.mask] = instance.category_id
+    for category_id, mask in instances:
+        label[mask] = category_id
     return label

@@ -1,1 +1,1 @@
-"""FastAPI control plane (datasets, runs, rounds, jobs, artifacts, metrics). Lands with the control-plane issue."""
+"""FastAPI control plane: settings, data model, database, routes (datasets, runs, rounds, jobs, artifacts, metrics)."""

@@ -1,1 +1,1 @@
-"""Celery workers wrapping wsis_core stage functions. Land with the control-plane issue."""
+"""Celery workers: one task per round stage, each a thin wrapper over the ``wsis_core.rounds`` stage function."""

@@ -1,0 +1,27 @@
+"""Confinement of user-given and stored paths to a root folder (``WSIS_DATA_ROOT``, ``WSIS_ARTIFACT_ROOT``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class OutsideRootError(ValueError):
+    """A path that resolves outside its root folder (``..``, an absolute path, a symlink out)."""
+
+
+def resolve_inside(root: Path, relative: str | Path) -> Path:
+    """``root / relative`` with symlinks resolved; raises OutsideRootError if it is not under ``root``."""
+    text = str(relative)
+    if "\x00" in text:
+        raise OutsideRootError(f"{text!r}: contains a NUL character")
+    root = Path(root).resolve()
+    path = (root / text).resolve()
+    if not path.is_relative_to(root):
+        raise OutsideRootError(f"{text}: outside the root folder")
+    return path
+
+
+def relative_inside(root: Path, path: Path) -> str:
+    """``path`` relative to ``root`` (POSIX form); raises OutsideRootError if it is not under ``root``."""
+    resolved = resolve_inside(root, path)
+    return resolved.relative_to(Path(root).resolve()).as_posix()

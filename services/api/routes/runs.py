@@ -1,0 +1,87 @@
+"""Runs: create, list, show; launch the next round; metrics of every round."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, HTTPException
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+
+from services.api.deps import Mutating, PathId, SessionDep, get_or_404
+from services.api.models import ACTIVE_STATUSES, FAILED, SUCCEEDED, Dataset, Job, Metric, Round, Run
+from services.api.schemas import RoundMetrics, RoundOut, RunCreate, RunOut
+from services.workers import dispatch, jobs
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+log = logging.getLogger(__name__)
+
+
+@router.post("", status_code=201, response_model=RunOut, dependencies=Mutating)
+def create_run(body: RunCreate, session: SessionDep) -> Run:
+    get_or_404(session, Dataset, body.dataset_id)
+    run = Run(dataset_id=body.dataset_id, config=body.config.model_dump())
+    session.add(run)
+    session.commit()
+    return run
+
+
+@router.get("", response_model=list[RunOut])
+def list_runs(session: SessionDep) -> list[Run]:
+    return list(session.scalars(select(Run).options(selectinload(Run.rounds)).order_by(Run.id)))
+
+
+@router.get("/{run_id}", response_model=RunOut)
+def get_run(run_id: PathId, session: SessionDep) -> Run:
+    return get_or_404(session, Run, run_id)
+
+
+@router.post("/{run_id}/rounds", status_code=202, response_model=RoundOut, dependencies=Mutating)
+def launch_round(run_id: PathId, session: SessionDep) -> Round:
+    """Queue the next round (or, after a failed or cancelled round, that round's unfinished jobs again).
+
+    409 while a round of the run is queued or running; 503 if the broker cannot be reached.
+    """
+    run = get_or_404(session, Run, run_id, lock=True)  # concurrent launches of one run wait for each other
+    latest = run.rounds[-1] if run.rounds else None
+    if latest is not None and latest.status in ACTIVE_STATUSES:
+        raise HTTPException(409, f"round {latest.number} of run {run_id} is still {latest.status}")
+    if latest is not None and latest.status != SUCCEEDED:
+        round_, pending = latest, jobs.requeue(session, latest)
+    else:
+        round_ = Round(run=run, number=latest.number + 1 if latest else 1)
+        plan = dispatch.stage_plan(run.config["supervision"])
+        round_.jobs = [Job(stage=stage, position=i, queue=queue) for i, (stage, queue) in enumerate(plan)]
+        session.add(round_)
+        pending = round_.jobs
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent request created the same round first
+        raise HTTPException(409, f"a round of run {run_id} is already being launched") from None
+    try:
+        dispatch.enqueue(pending)
+    except (BrokerError, OSError) as exc:
+        log.exception("cannot enqueue round %s", round_.id)
+        jobs.stop_round(session, round_.id, FAILED, f"not run: broker unreachable ({type(exc).__name__})")
+        session.commit()
+        raise HTTPException(503, f"the task broker is unreachable ({type(exc).__name__}); try again") from None
+    session.expire_all()
+    return round_
+
+
+@router.get("/{run_id}/metrics", response_model=list[RoundMetrics])
+def run_metrics(run_id: PathId, session: SessionDep) -> list[RoundMetrics]:
+    """One row per (round, split) with metrics: ``{"round": k, "round_id", "split", "mAP_r@0.5": ..., ...}``."""
+    get_or_404(session, Run, run_id)
+    rows: dict[tuple[int, str], RoundMetrics] = {}
+    query = (
+        select(Round.number, Round.id, Metric.split, Metric.name, Metric.value)
+        .join(Metric, Metric.round_id == Round.id)
+        .where(Round.run_id == run_id)
+        .order_by(Round.number, Metric.split, Metric.id)
+    )
+    for number, round_id, split, name, value in session.execute(query):
+        rows.setdefault((number, split), {"round": number, "round_id": round_id, "split": split})[name] = value
+    return list(rows.values())

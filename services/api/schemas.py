@@ -1,0 +1,146 @@
+"""Request and response bodies of the REST API (Pydantic)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from wsis_core.errors import WsisInputError
+
+MAX_ID = 2**31 - 1  # ids are 32-bit integers in PostgreSQL
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f]+$"
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS)
+]
+RelativePath = Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=NO_CONTROL_CHARACTERS)]
+SplitName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class Body(BaseModel):
+    """Request bodies reject unknown fields, so a typo is a 422 rather than silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Out(BaseModel):
+    """Response bodies are read from the ORM rows."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class DatasetCreate(Body):
+    name: Name
+    path: RelativePath = Field(description="dataset folder relative to WSIS_DATA_ROOT (VOC or COCO layout)")
+    train_split: SplitName = "train"
+    val_split: SplitName = "val"
+
+
+class DatasetOut(Out):
+    id: int
+    name: str
+    path: str
+    train_split: str
+    val_split: str
+    classes: list[str]
+    num_train_images: int
+    num_val_images: int
+    created_at: datetime
+
+
+class RunConfig(Body):
+    """How a run trains (the fields of ``wsis_core.rounds.RunConfig`` a user chooses).
+
+    ``supervision="full"`` is the fully supervised upper bound; ``ccgr`` and ``box_source`` are
+    the ablation switches (CCGR refinement on/off, pseudo-label boxes from MIL or segmentation).
+    """
+
+    profile: str = "tiny"
+    overrides: dict[str, Any] = Field(default_factory=dict, description="profile fields to change, e.g. cls_epochs")
+    supervision: Literal["weak", "full"] = "weak"
+    ccgr: bool = True
+    box_source: Literal["mil", "seg"] = "mil"
+    seed: int = Field(0, ge=0, le=MAX_ID)
+
+    @model_validator(mode="after")
+    def _known_profile(self) -> RunConfig:
+        from wsis_core.profiles import get_profile
+
+        if "seed" in self.overrides:
+            raise ValueError("set the seed with config.seed, not in overrides")
+        try:
+            get_profile(self.profile, **self.overrides, seed=self.seed)
+        except WsisInputError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+class RunCreate(Body):
+    dataset_id: Id
+    config: RunConfig = Field(default_factory=RunConfig)
+
+
+class RoundSummary(Out):
+    id: int
+    number: int
+    status: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RunOut(Out):
+    id: int
+    dataset_id: int
+    config: dict[str, Any]
+    created_at: datetime
+    rounds: list[RoundSummary]
+
+
+class JobOut(Out):
+    id: int
+    round_id: int
+    stage: str
+    queue: str
+    status: str
+    progress: float
+    message: str | None
+    error: str | None
+    attempts: int
+    celery_task_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class MetricOut(Out):
+    split: str
+    name: str
+    value: float | None
+
+
+class RoundOut(RoundSummary):
+    run_id: int
+    jobs: list[JobOut]
+    metrics: list[MetricOut]
+
+
+class ArtifactOut(Out):
+    id: int
+    stage: str
+    kind: str
+    path: str = Field(description="relative to WSIS_ARTIFACT_ROOT")
+    size: int
+    sha256: str
+    created_at: datetime
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: str
+    broker: str
+
+
+RoundMetrics = dict[str, int | str | float | None]  # {"round": k, "round_id": id, "split": s, "<metric>": value, ...}

@@ -1,0 +1,59 @@
+"""Service settings from the environment (prefix ``WSIS_``), shared by the API, the workers and Alembic.
+
+The defaults need no server: SQLite files under ``./var/`` for the database, the Celery broker
+(kombu's SQLAlchemy transport) and the result backend. ``postgresql://`` and ``redis://`` URLs run
+the same code on real services.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the control plane; see docs/service.md for the table."""
+
+    model_config = SettingsConfigDict(env_prefix="WSIS_", extra="ignore")
+
+    database_url: str = "sqlite:///var/wsis.sqlite"
+    broker_url: str = "sqla+sqlite:///var/broker.sqlite"
+    result_backend: str = "db+sqlite:///var/results.sqlite"
+    data_root: Path = Path("var")
+    artifact_root: Path = Path("var/artifacts")
+    api_token: str | None = None
+    # Module with the round contract (STAGES, GPU_STAGES, run_stage, round_metrics); tests name a fake.
+    stage_backend: str = "wsis_core.rounds"
+
+    @field_validator("data_root", "artifact_root")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        return path.expanduser().resolve()
+
+    @field_validator("api_token")
+    @classmethod
+    def _empty_is_none(cls, token: str | None) -> str | None:
+        return token or None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (tests call ``get_settings.cache_clear()`` after changing the environment)."""
+    return Settings()
+
+
+def prepare_folders(settings: Settings) -> None:
+    """Create the artifact root and the folders of file-based SQLite URLs (called by the API and each worker)."""
+    settings.artifact_root.mkdir(parents=True, exist_ok=True)
+    for url in (settings.database_url, settings.broker_url, settings.result_backend):
+        ensure_sqlite_folder(url)
+
+
+def ensure_sqlite_folder(url: str) -> None:
+    """Create the folder of a file-based SQLite URL (``sqlite:///``, ``sqla+sqlite:///``, ``db+sqlite:///``)."""
+    scheme, sep, rest = url.partition(":///")
+    if sep and "sqlite" in scheme.split("+") and rest and rest != ":memory:":
+        Path(rest.split("?", 1)[0]).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,169 @@
+"""State changes of jobs and rounds, shared by the workers and the API's cancel route.
+
+Every change is a conditional UPDATE (``... WHERE status IN (...)``), so a worker finishing a
+stage and a user cancelling it cannot overwrite each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from services.api.db import session_scope
+from services.api.models import (
+    ACTIVE_STATUSES,
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    Artifact,
+    Job,
+    Metric,
+    Round,
+    utcnow,
+)
+from services.workers.store import ArtifactRecord
+
+PROGRESS_STEP = 0.01  # smallest progress change written to the database
+
+
+class JobCancelled(Exception):
+    """Raised inside a stage (from its progress callback) once its job was cancelled."""
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Everything a task needs to run its stage, read once when the job starts."""
+
+    job_id: int
+    stage: str
+    round_id: int
+    round_number: int
+    run_id: int
+    config: dict  # the run's config plus the dataset's classes and splits: a wsis_core.rounds.RunConfig dict
+    dataset_path: str
+    val_split: str
+
+
+def start(session: Session, job_id: int, task_id: str | None, message: str) -> JobContext | None:
+    """Claim a queued (or re-delivered running) job; None if it is finished, cancelled or unknown."""
+    claimed = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(ACTIVE_STATUSES))
+        .values(status=RUNNING, attempts=Job.attempts + 1, celery_task_id=task_id, message=message, error=None,
+                started_at=func.coalesce(Job.started_at, utcnow()))
+    ).rowcount
+    if not claimed:
+        return None
+    job = session.get(Job, job_id)
+    round_ = job.round
+    session.execute(
+        update(Round).where(Round.id == round_.id, Round.status == QUEUED).values(status=RUNNING, started_at=utcnow())
+    )
+    run, dataset = round_.run, round_.run.dataset
+    config = {**run.config, "classes": list(dataset.classes), "train_split": dataset.train_split,
+              "val_split": dataset.val_split}
+    return JobContext(job.id, job.stage, round_.id, round_.number, run.id, config, dataset.path, dataset.val_split)
+
+
+def finish(
+    session: Session, ctx: JobContext, artifacts: list[ArtifactRecord], metrics: dict[str, float | None]
+) -> str:
+    """Record outputs (upserts: a re-run never duplicates them) and mark the job, and maybe its round, done."""
+    for record in artifacts:
+        _upsert(session, Artifact, ("round_id", "stage", "kind"), round_id=ctx.round_id, stage=ctx.stage,
+                kind=record.kind, path=record.path, size=record.size, sha256=record.sha256, created_at=utcnow())
+    for name, value in metrics.items():
+        _upsert(session, Metric, ("round_id", "split", "name"), round_id=ctx.round_id, split=ctx.val_split,
+                name=name, value=value)
+    done = session.execute(
+        update(Job).where(Job.id == ctx.job_id, Job.status == RUNNING)
+        .values(status=SUCCEEDED, progress=1.0, finished_at=utcnow(), message="done")
+    ).rowcount
+    left = session.scalar(
+        select(func.count()).select_from(Job).where(Job.round_id == ctx.round_id, Job.status != SUCCEEDED)
+    )
+    if not left:
+        _close_round(session, ctx.round_id, SUCCEEDED)
+    return SUCCEEDED if done else CANCELLED
+
+
+def fail(session: Session, ctx: JobContext, error: str) -> None:
+    """Mark the job and its round failed; the round's queued jobs are cancelled."""
+    session.execute(
+        update(Job).where(Job.id == ctx.job_id, Job.status == RUNNING)
+        .values(status=FAILED, error=error, message="failed", finished_at=utcnow())
+    )
+    stop_round(session, ctx.round_id, FAILED, f"not run: stage {ctx.stage} failed")
+
+
+def cancel(session: Session, job: Job) -> bool:
+    """Cancel an active job and with it its round; False if the job had already ended."""
+    cancelled = session.execute(
+        update(Job).where(Job.id == job.id, Job.status.in_(ACTIVE_STATUSES))
+        .values(status=CANCELLED, message="cancelled by user", finished_at=utcnow())
+    ).rowcount
+    if cancelled:
+        stop_round(session, job.round_id, CANCELLED, f"not run: stage {job.stage} was cancelled")
+    session.refresh(job)
+    return bool(cancelled)
+
+
+def stop_round(session: Session, round_id: int, status: str, reason: str) -> None:
+    """End an active round with ``status`` and cancel its jobs that have not started."""
+    session.execute(
+        update(Job).where(Job.round_id == round_id, Job.status == QUEUED)
+        .values(status=CANCELLED, message=reason, finished_at=utcnow())
+    )
+    _close_round(session, round_id, status)
+
+
+def requeue(session: Session, round_: Round) -> list[Job]:
+    """Put a failed or cancelled round back in the queue: its unfinished jobs start again (finished ones are kept)."""
+    pending = [job for job in round_.jobs if job.status != SUCCEEDED]
+    for job in pending:
+        job.status, job.progress, job.message, job.error = QUEUED, 0.0, None, None
+        job.started_at = job.finished_at = None
+    round_.status, round_.finished_at = QUEUED, None
+    return pending
+
+
+def _close_round(session: Session, round_id: int, status: str) -> None:
+    session.execute(
+        update(Round).where(Round.id == round_id, Round.status.in_(ACTIVE_STATUSES))
+        .values(status=status, finished_at=utcnow())
+    )
+
+
+def _upsert(session: Session, model, keys: tuple[str, ...], **values) -> None:
+    """INSERT, or UPDATE the row with the same ``keys`` (``created_at`` of an existing row is kept)."""
+    insert = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}[session.get_bind().dialect.name]
+    statement = insert(model).values(**values)
+    changed = {name: statement.excluded[name] for name in values if name not in keys and name != "created_at"}
+    session.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=changed))
+
+
+class ProgressReporter:
+    """The ``on_progress(done, total=1.0)`` callback of a stage: writes progress, stops a cancelled job."""
+
+    def __init__(self, database_url: str, job_id: int):
+        self.database_url = database_url
+        self.job_id = job_id
+        self.written = 0.0
+
+    def __call__(self, done: float, total: float = 1.0) -> None:
+        fraction = min(max(float(done) / float(total), 0.0), 1.0) if total else 0.0
+        if fraction - self.written < PROGRESS_STEP and fraction < 1.0:
+            return
+        with session_scope(self.database_url) as session:
+            still_running = session.execute(
+                update(Job).where(Job.id == self.job_id, Job.status == RUNNING).values(progress=fraction)
+            ).rowcount
+        if not still_running:
+            raise JobCancelled(f"job {self.job_id} was cancelled")
+        self.written = fraction

@@ -1,0 +1,79 @@
+"""One Celery task per stage of a round, each a thin wrapper over the backend's ``run_stage``.
+
+A task takes its Job id. It claims the job (skipping one that already ended: a re-delivered task
+does nothing twice), runs the stage with a progress callback on the Job row, records the outputs
+as Artifact rows (and Metric rows when the stage wrote metrics) and marks the job done. Stages
+are idempotent, so a task re-delivered after a lost worker finds the finished outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from services.api.db import session_scope
+from services.api.models import CANCELLED, FAILED
+from services.api.paths import resolve_inside
+from services.api.settings import get_settings
+from services.workers import backend, jobs, store
+from services.workers.celery_app import app
+from wsis_core.errors import WsisInputError
+
+STAGE_NAMES = ("cues", "proposals", "mil", "ss", "ccgr", "pseudo_labels", "is_train", "evaluate")
+
+log = logging.getLogger(__name__)
+
+
+def pick_device() -> str:
+    """``cuda`` when this worker has a GPU, else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_job(job_id: int, task_id: str | None) -> str:
+    """Run the stage of job ``job_id``; returns the job's final status (``skipped`` if it had already ended)."""
+    settings = get_settings()
+    device = pick_device()
+    with session_scope(settings.database_url) as session:
+        ctx = jobs.start(session, job_id, task_id, f"running on {device}")
+    if ctx is None:
+        return "skipped"
+    rounds = backend.load()
+    run_dir = store.run_dir(settings.artifact_root, ctx.run_id)
+    try:
+        outputs = rounds.run_stage(
+            ctx.stage, data=resolve_inside(settings.data_root, ctx.dataset_path), run_dir=run_dir,
+            round_number=ctx.round_number, config=ctx.config, device=device,
+            on_progress=jobs.ProgressReporter(settings.database_url, job_id),
+        )
+        records = [store.describe(settings.artifact_root, kind, path) for kind, path in outputs.items()]
+        metrics = rounds.round_metrics(run_dir, ctx.round_number) if "metrics" in outputs else {}
+        metrics = {str(name): None if value is None else float(value) for name, value in metrics.items()}
+        with session_scope(settings.database_url) as session:
+            return jobs.finish(session, ctx, records, metrics)
+    except jobs.JobCancelled:
+        return CANCELLED
+    except WsisInputError as exc:
+        _record_failure(settings.database_url, ctx, str(exc))
+        return FAILED
+    except Exception as exc:
+        _record_failure(settings.database_url, ctx, f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _record_failure(database_url: str, ctx: jobs.JobContext, error: str) -> None:
+    log.warning("job %s (%s) failed: %s", ctx.job_id, ctx.stage, error)
+    with session_scope(database_url) as session:
+        jobs.fail(session, ctx, error)
+
+
+def _stage_task(stage: str):
+    @app.task(name=f"wsis.stage.{stage}", bind=True, acks_late=True, reject_on_worker_lost=True)
+    def stage_task(self, job_id: int) -> str:
+        return run_job(job_id, self.request.id)
+
+    stage_task.__doc__ = f"Run the {stage!r} stage of a round for Job ``job_id``."
+    return stage_task
+
+
+STAGE_TASKS = {stage: _stage_task(stage) for stage in STAGE_NAMES}

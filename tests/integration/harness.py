@@ -1,0 +1,150 @@
+"""Helpers of the service tests: environment, API client, a real Celery worker process, live services.
+
+Importable as ``integration.harness`` (``tests/`` is on the import path under pytest). Under
+``CI=true`` a test that needs an unreachable PostgreSQL or Redis fails instead of being skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.api.app import create_app
+from services.api.db import sessionmaker_for, upgrade_database
+from services.api.settings import Settings, get_settings
+
+REPO = Path(__file__).resolve().parents[2]
+TESTS = REPO / "tests"
+FAKE_BACKEND = "integration.fake_rounds"
+POSTGRES_URL = os.environ.get("WSIS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("WSIS_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+ACTIVE = ("queued", "running")
+
+
+def data_root_with(tmp_path: Path, dataset: Path) -> Path:
+    """A fresh data root under ``tmp_path`` holding a copy of ``dataset`` as ``synth``."""
+    root = tmp_path / "data"
+    shutil.copytree(dataset, root / "synth")
+    return root
+
+
+def service_settings(monkeypatch, tmp_path: Path, data_root: Path, **urls: str) -> Settings:
+    """Point every ``WSIS_*`` setting at ``tmp_path`` (or at ``urls``) and return the fresh settings."""
+    values = {
+        "database_url": f"sqlite:///{tmp_path}/wsis.sqlite",
+        "broker_url": "memory://",
+        "result_backend": "cache+memory://",
+        "data_root": str(data_root),
+        "artifact_root": str(tmp_path / "artifacts"),
+        "stage_backend": FAKE_BACKEND,
+        "api_token": "",
+        **urls,
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(f"WSIS_{name.upper()}", value)
+    get_settings.cache_clear()
+    return get_settings()
+
+
+@contextmanager
+def api_client(settings: Settings) -> Iterator[TestClient]:
+    """A TestClient of the API on a freshly migrated database (the settings cache is cleared afterwards)."""
+    upgrade_database(settings.database_url)
+    with TestClient(create_app(settings)) as client:
+        yield client
+    sessionmaker_for(settings.database_url).kw["bind"].dispose()
+    get_settings.cache_clear()
+
+
+def wait_for_round(client: TestClient, round_id: int, timeout_s: float = 120) -> dict:
+    """Poll ``GET /api/rounds/{id}`` until the round ends (or ``timeout_s`` passes); returns the last body."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        body = client.get(f"/api/rounds/{round_id}").json()
+        if body["status"] not in ACTIVE or time.monotonic() > deadline:
+            return body
+        time.sleep(0.5)
+
+
+@contextmanager
+def celery_worker(settings: Settings, log_path: Path) -> Iterator[subprocess.Popen]:
+    """A real ``celery worker`` process (queues cpu and gpu, solo pool) with ``settings`` as its environment."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}
+    for name, value in settings.model_dump().items():
+        env[f"WSIS_{name.upper()}"] = "" if value is None else str(value)
+    command = [sys.executable, "-m", "celery", "-A", "services.workers.celery_app", "worker", "-Q", "cpu,gpu",
+               "--pool", "solo", "--loglevel", "info", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield process
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The end of a worker log, for assertion messages."""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def require_service(name: str, probe) -> None:
+    """Skip (fail under CI=true) when ``probe()`` cannot reach service ``name``."""
+    try:
+        probe()
+    except Exception as exc:
+        message = f"{name} unreachable: {type(exc).__name__}: {exc}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@contextmanager
+def throwaway_postgres_database() -> Iterator[str]:
+    """URL of a new, empty PostgreSQL database next to ``WSIS_TEST_POSTGRES_URL``; dropped afterwards."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    require_service("PostgreSQL", lambda: admin.connect().close())
+    name = f"wsis_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextmanager
+def throwaway_redis_database() -> Iterator[str]:
+    """URL of an empty Redis database number (15 down to 1); flushed afterwards."""
+    import redis
+
+    probe = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5)
+    require_service("Redis", probe.ping)
+    number = next((n for n in range(15, 0, -1) if redis.Redis.from_url(f"{REDIS_URL}/{n}").dbsize() == 0), None)
+    if number is None:
+        pytest.fail("no empty Redis database (1-15) for the test")
+    url = f"{REDIS_URL}/{number}"
+    try:
+        yield url
+    finally:
+        redis.Redis.from_url(url).flushdb()

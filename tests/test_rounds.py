@@ -1,0 +1,131 @@
+"""The round loop end to end on tiny synthetic data: artifacts, resume, the label-leak guard, CLI contracts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import pytest
+import torch
+from pycocotools.coco import COCO
+
+from wsis_core import stages
+from wsis_core.cli import main
+from wsis_core.data.dataset import open_weak_dataset
+from wsis_core.evaluation import METRIC_KEYS
+from wsis_core.rounds import STAGES, RunConfig, run_rounds
+
+TINY = {
+    "input_size": "64", "cls_epochs": "4", "aff_epochs": "1", "seg_epochs": "4", "mil_epochs": "1",
+    "is_epochs": "2", "is_batch_size": "4", "is_min_size": "64", "is_max_size": "64", "ccgr_iters": "5",
+    "proposal_workers": "1", "proposal_max": "100", "infer_batch_size": "8", "mil_hidden": "64",
+    "is_proposals": "50", "is_rois": "16", "is_mask_channels": "16",
+    # whole-box crops: the test checks the artifact contract, not what a few CPU steps learn
+    "crop_mode": "threshold", "crop_threshold": "0.0",
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from wsis_core.data.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("rounds") / "data"
+    generate_dataset(root, n_train=10, n_val=4, size=64, seed=5)
+    return root
+
+
+def _config(data, **fields) -> RunConfig:
+    classes = tuple(open_weak_dataset(data, "train").classes)
+    return RunConfig(data=str(data), classes=classes, overrides=dict(TINY), **fields)
+
+
+@pytest.fixture(scope="module")
+def weak_run(data, tmp_path_factory):
+    """A 2-round weak run, recording every file the process opened while it ran."""
+    opened = []
+
+    def record(event, args):
+        if event == "open" and isinstance(args[0], str):
+            opened.append(args[0])
+
+    sys.addaudithook(record)  # audit hooks cannot be removed; `opened` is only read by these tests
+    run = tmp_path_factory.mktemp("rounds") / "run"
+    start = len(opened)
+    summary = run_rounds(run, _config(data), 2, torch.device("cpu"))
+    return run, summary, list(opened[start:])
+
+
+def test_every_round_writes_the_contract_artifacts(weak_run, data):
+    run, summary, _ = weak_run
+    ids = [info.id for info in open_weak_dataset(data, "train").images]
+    for k in (1, 2):
+        round_dir = run / f"round_{k}"
+        for name in ("mil_boxes.json", "pseudo_labels.json"):
+            coco = COCO(str(round_dir / name))
+            assert sorted(coco.getImgIds()) == ids
+            assert all(ann["image_id"] in ids for ann in coco.dataset["annotations"])
+        assert (round_dir / "model.pt").is_file()
+        metrics = json.loads((round_dir / "metrics.json").read_text())
+        assert list(metrics) == list(METRIC_KEYS)
+        assert all(0 <= v <= 100 for v in metrics.values())
+    mil = json.loads((run / "round_1" / "mil_boxes.json").read_text())["annotations"]
+    assert mil and {"bbox", "category_id", "score", "peak"} <= set(mil[0])
+    assert [r["round"] for r in summary["rounds"]] == [1, 2]
+    assert set(summary["rounds"][1]["stage_seconds"]) == set(STAGES)
+    assert json.loads((run / "summary.json").read_text()) == summary
+
+
+def test_weak_run_never_opens_training_ground_truth(weak_run, data):
+    _, _, opened = weak_run
+    train_stems = {info.path.stem for info in open_weak_dataset(data, "train").images}
+    gt_files = [p for p in opened if "SegmentationObject" in p or "SegmentationClass" in p]
+    assert gt_files, "evaluation should have read the val split's ground truth"
+    assert not [p for p in gt_files if any(stem in p for stem in train_stems)]
+
+
+def test_resume_continues_from_the_last_finished_stage(weak_run, data, monkeypatch):
+    run, _, _ = weak_run
+    (run / "round_2" / "stages" / "evaluate.json").unlink()  # as if the run stopped before evaluating
+    calls = []
+    for stage in STAGES:
+        original = getattr(stages, f"stage_{stage}")
+
+        def spy(ctx, on_progress, original=original, stage=stage):
+            calls.append((ctx.number, stage))
+            return original(ctx, on_progress)
+
+        monkeypatch.setattr(stages, f"stage_{stage}", spy)
+    run_rounds(run, _config(data), 2, torch.device("cpu"))
+    assert calls == [(2, "evaluate")]
+
+
+def test_resume_refuses_a_different_configuration(weak_run, data):
+    run, _, _ = weak_run
+    with pytest.raises(Exception, match="different configuration"):
+        run_rounds(run, _config(data, ccgr=False), 2, torch.device("cpu"))
+
+
+def test_cli_train_predict_and_errors(weak_run, data, tmp_path, capsys):
+    run, _, _ = weak_run
+    preds = tmp_path / "preds.json"
+    assert main(["predict", "--run", str(run), "--data", str(data), "--split", "val", "--out", str(preds)]) == 0
+    results = json.loads(preds.read_text())
+    assert all({"image_id", "category_id", "segmentation", "bbox", "score"} <= set(r) for r in results)
+    assert main(["predict", "--run", str(tmp_path / "nope"), "--data", str(data), "--out", str(preds)]) == 2
+    assert main(["predict", "--run", str(run), "--round", "7", "--data", str(data), "--out", str(preds)]) == 2
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    (other / "classes.txt").write_text((data / "classes.txt").read_text() + "unicorn\n")
+    assert main(["predict", "--run", str(run), "--data", str(other), "--out", str(preds)]) == 2
+    assert "differ from the run's" in capsys.readouterr().err
+    assert main(["train", "--data", str(data), "--out", str(run), "--rounds", "1"]) == 2  # exists, no --resume
+    err = capsys.readouterr().err
+    assert "pass --resume" in err and "Traceback" not in err
+
+
+def test_full_supervision_is_one_round_on_true_masks(data, tmp_path):
+    summary = run_rounds(tmp_path / "full", _config(data, supervision="full"), 3, torch.device("cpu"))
+    assert [r["round"] for r in summary["rounds"]] == [1]
+    assert set(summary["rounds"][0]["stage_seconds"]) == {"is_train", "evaluate"}
+    assert not (tmp_path / "full" / "round_1" / "pseudo_labels.json").exists()

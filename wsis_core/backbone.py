@@ -1,0 +1,225 @@
+"""The shared convolutional layers (paper, Fig. 2) and the plumbing every stage trainer shares.
+
+* :func:`build_backbone`: torchvision ResNet-50 (the paper's backbone, "Implementation details") or
+  ResNet-18 (the fast CPU default), randomly initialised or loaded from a local torchvision state_dict
+  file (never downloaded). The output stride is set by dilating the last stages instead of striding
+  them, as PSPNet (Zhao et al. 2017) and PSA (Ahn & Kwak 2018) do.
+* Input pipeline: images resized to the profile's square input size and ImageNet-normalised; results
+  are mapped back to each image's own resolution by the stages.
+* :func:`fit`: the Adam loop of the paper (lr and weight decay from the profile) over shuffled batches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from itertools import accumulate
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from wsis_core.errors import WsisInputError
+
+if TYPE_CHECKING:
+    from wsis_core.profiles import Profile
+
+BACKBONES: dict[str, Callable[[], torchvision.models.ResNet]] = {
+    "resnet18": torchvision.models.resnet18,
+    "resnet50": torchvision.models.resnet50,
+}
+OUTPUT_STRIDES = (8, 16, 32)
+# Dilation of (layer3, layer4) per output stride: each dilated stage keeps its input resolution.
+_DILATIONS = {32: (1, 1), 16: (1, 2), 8: (2, 4)}
+
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+Progress = Callable[[int, int], None] | None
+
+
+class Backbone(nn.Module):
+    """ResNet stem + four stages; ``forward`` returns the four stage outputs (strides 4, 8, 16|8, OS).
+
+    ``channels`` gives the channel count of each stage output. With ``freeze_bn`` the batch-norm layers
+    keep their (pretrained) statistics in training mode, which batch size 1 (the paper's) requires.
+    """
+
+    def __init__(self, resnet: torchvision.models.ResNet, freeze_bn: bool):
+        super().__init__()
+        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
+        self.stages = nn.ModuleList([resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4])
+        self.channels = tuple(
+            [m for m in stage.modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features for stage in self.stages
+        )
+        self.freeze_bn = freeze_bn
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(images)
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+    def train(self, mode: bool = True) -> Backbone:
+        super().train(mode)
+        if mode and self.freeze_bn:
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+        return self
+
+
+def build_backbone(
+    name: str, output_stride: int = 16, weights: str | Path | None = None, freeze_bn: bool = False
+) -> Backbone:
+    """A torchvision ResNet backbone with the given output stride (8, 16 or 32).
+
+    ``weights`` is a local file holding a torchvision ``state_dict`` of the same architecture (the
+    ``fc.*`` entries are ignored); without it the network is randomly initialised.
+    """
+    if name not in BACKBONES:
+        raise WsisInputError(f"unknown backbone {name!r} (choose from {', '.join(BACKBONES)})")
+    if output_stride not in OUTPUT_STRIDES:
+        raise WsisInputError(f"output stride must be one of {OUTPUT_STRIDES}, got {output_stride}")
+    resnet = BACKBONES[name](weights=None)
+    if weights is not None:
+        _load_weights(resnet, Path(weights), name)
+    for stage, dilation in zip((resnet.layer3, resnet.layer4), _DILATIONS[output_stride]):
+        if dilation > 1:
+            _dilate(stage, dilation)
+    return Backbone(resnet, freeze_bn)
+
+
+def backbone_for(profile: Profile) -> Backbone:
+    """The backbone a :class:`wsis_core.profiles.Profile` asks for."""
+    return build_backbone(profile.backbone, profile.output_stride, profile.backbone_weights, profile.freeze_bn)
+
+
+def _dilate(stage: nn.Sequential, dilation: int) -> None:
+    """Replace the stage's stride-2 downsampling by dilated 3x3 convolutions (same weights)."""
+    for module in stage.modules():
+        if isinstance(module, nn.Conv2d):
+            module.stride = (1, 1)
+            if module.kernel_size == (3, 3):
+                module.dilation = (dilation, dilation)
+                module.padding = (dilation, dilation)
+
+
+def _load_weights(resnet: torchvision.models.ResNet, path: Path, name: str) -> None:
+    if not path.is_file():
+        raise WsisInputError(f"{path}: backbone weights file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a file that is not a state_dict
+        raise WsisInputError(f"{path}: not a torch state_dict file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WsisInputError(f"{path}: not a torchvision state_dict (expected a dict of tensors)")
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    try:
+        missing, unexpected = resnet.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise WsisInputError(f"{path}: weights do not fit {name} ({str(exc).splitlines()[-1].strip()})") from None
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise WsisInputError(
+            f"{path}: not a torchvision {name} state_dict (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+
+
+# ----------------------------------------------------------------------------------------- inputs
+def to_input(image: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 [H, W, 3] RGB → float [3, size, size], resized (antialiased bilinear) and ImageNet-normalised."""
+    x = torch.tensor(image).permute(2, 0, 1).float().div_(255)
+    x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+    return (x - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def load_batch(dataset, indices: Sequence[int], size: int) -> torch.Tensor:
+    """The dataset images at ``indices`` as one [B, 3, size, size] input batch (CPU)."""
+    return torch.stack([to_input(dataset.load_image(i), size) for i in indices])
+
+
+def present_classes(dataset, indices: Sequence[int]) -> torch.Tensor:
+    """Bool [B, C] image-level labels (channel k = class k + 1) from ``ImageInfo.labels`` only."""
+    present = torch.zeros(len(indices), len(dataset.classes), dtype=torch.bool)
+    for row, i in enumerate(indices):
+        present[row, [c - 1 for c in dataset.images[i].labels]] = True
+    return present
+
+
+def iterate_images(
+    dataset, indices: Sequence[int], size: int, batch_size: int, device: torch.device, on_progress: Progress = None
+) -> Iterator[tuple[list[int], torch.Tensor, list[tuple[int, int]]]]:
+    """Inference batches: (dataset positions, input batch on ``device``, original (H, W) of each image)."""
+    total = num_batches(len(indices), batch_size)
+    for done, start in enumerate(range(0, len(indices), batch_size), start=1):
+        chunk = list(indices[start : start + batch_size])
+        arrays = [dataset.load_image(i) for i in chunk]
+        yield chunk, torch.stack([to_input(a, size) for a in arrays]).to(device), [a.shape[:2] for a in arrays]
+        if on_progress is not None:
+            on_progress(done, total)
+
+
+def random_flip(generator: torch.Generator, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Flip the same random half of the batch horizontally in every tensor (images and their targets)."""
+    flip = torch.rand(tensors[0].shape[0], generator=generator) < 0.5
+    return tuple(
+        torch.where(flip.to(t.device).view(-1, *[1] * (t.dim() - 1)), t.flip(-1), t) for t in tensors
+    )
+
+
+# -------------------------------------------------------------------------------------- training
+def num_batches(items: int, batch_size: int) -> int:
+    return math.ceil(items / batch_size)
+
+
+def fit(
+    model: nn.Module,
+    num_items: int,
+    batch_loss: Callable[[list[int], torch.Generator], torch.Tensor],
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+    on_progress: Progress = None,
+) -> list[float]:
+    """Train ``model`` with Adam (paper, "Implementation details") over shuffled mini-batches.
+
+    ``batch_loss(positions, generator)`` loads the batch at those dataset positions and returns its
+    loss; the generator drives the augmentation. Returns the loss of every step; leaves the model in
+    eval mode.
+    """
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    total = epochs * num_batches(num_items, batch_size)
+    losses: list[float] = []
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(num_items, generator=generator).tolist()
+        for start in range(0, num_items, batch_size):
+            loss = batch_loss(order[start : start + batch_size], generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            if on_progress is not None:
+                on_progress(len(losses), total)
+    model.eval()
+    return losses
+
+
+def split_progress(on_progress: Progress, *phase_totals: int) -> list[Progress]:
+    """One ``on_progress(done, total)`` spread over consecutive phases with known step counts."""
+    if on_progress is None:
+        return [None] * len(phase_totals)
+    grand_total = sum(phase_totals)
+    offsets = [0, *accumulate(phase_totals)][:-1]
+    return [lambda done, _total, offset=offset: on_progress(offset + done, grand_total) for offset in offsets]

@@ -1,0 +1,30 @@
+"""Device selection shared by the CLI and the workers: every stage takes the ``torch.device`` it returns."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from wsis_core.errors import WsisInputError
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """Turn ``"auto" | "cpu" | "cuda" | "cuda:N"`` into a device; ``auto`` picks CUDA when there is one.
+
+    Asking for CUDA on a machine without it (or for a GPU index it does not have) is a user error.
+    """
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", spec)
+    if match is None:
+        raise WsisInputError(f"unknown device {spec!r} (use auto, cpu, cuda or cuda:N)")
+    if not torch.cuda.is_available():
+        raise WsisInputError(f"device {spec!r} asked for, but CUDA is not available on this machine")
+    index = int(match.group(1) or 0)
+    if index >= torch.cuda.device_count():
+        raise WsisInputError(f"device {spec!r} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
+    return torch.device("cuda", index)

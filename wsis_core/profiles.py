@@ -1,0 +1,232 @@
+"""Run profiles: every knob of the round-1 cue stages in one plain dataclass.
+
+``tiny`` runs end to end on a few hundred small images on a laptop CPU (ResNet-18, 128 px inputs, few
+epochs). ``paper`` follows the paper's "Implementation details" (ResNet-50, Adam, lr 1e-4, weight
+decay 1e-4, SS batch size 1) and PSA (Ahn & Kwak 2018) for the CAM/AffinityNet settings (448 px
+inputs, output stride 8, radius 5, beta 8, t = 2^8, background power 16); it needs a GPU. Any field can
+be overridden with :func:`get_profile` (the CLI exposes them all).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+
+from wsis_core.backbone import BACKBONES, OUTPUT_STRIDES
+from wsis_core.errors import WsisInputError
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str = "tiny"
+    # Shared backbone (paper: ResNet-50).
+    backbone: str = "resnet18"
+    backbone_weights: str | None = None  # local torchvision state_dict file; None = random init
+    output_stride: int = 16
+    input_size: int = 128  # images are resized to input_size x input_size for the networks
+    freeze_bn: bool = False  # keep batch-norm statistics fixed (needed for batch size 1)
+    seed: int = 0
+    infer_batch_size: int = 16
+    # Multi-label classifier (image-level labels, BCE): CAMs and PRM peaks.
+    cls_epochs: int = 4
+    cls_batch_size: int = 16
+    cls_lr: float = 3e-4  # 1e-3 did not fit the synthetic set from random init; 3e-4 did
+    cls_weight_decay: float = 1e-4
+    cls_pooling: str = "gap"  # "gap" (CAM/PSA) or "lse" (log-sum-exp, Pinheiro & Collobert 2015)
+    cls_lse_r: float = 5.0  # sharpness r of log-sum-exp pooling (r -> 0: average, r -> inf: max)
+    cls_min_scale: float = 1.0  # training batches are resized by a random factor in [min, max]
+    cls_max_scale: float = 1.0
+    peak_window: int = 3  # odd side of the local-maximum window, in response-map cells (PRM: 3)
+    peak_threshold: float = 0.5  # a peak must reach this fraction of its map's range
+    # PSA seeds from normalised CAMs. PSA's background (1 - max CAM)^alpha with alpha 4 / 32 marks a
+    # pixel foreground / background exactly where max CAM > 0.28 / < 0.08, hence these defaults.
+    cam_fg_threshold: float = 0.28
+    cam_bg_threshold: float = 0.08
+    # AffinityNet (stride-8 features) and random walk.
+    aff_epochs: int = 1
+    aff_batch_size: int = 16
+    aff_lr: float = 3e-4
+    aff_weight_decay: float = 1e-4
+    aff_radius: int = 5  # pixel pairs closer than this (in stride-8 cells) get an affinity
+    rw_beta: float = 8.0  # affinities are raised to beta before normalisation
+    rw_t: int = 256  # number of random-walk steps (power of the transition matrix)
+    rw_bg_power: float = 16.0  # background score (1 - max CAM)^power propagated with the CAMs
+    label_min_score: float = 0.6  # pixels whose top propagated score is lower get the ignore label
+    # SS branch (FCN + PSP pyramid pooling).
+    seg_epochs: int = 2
+    seg_batch_size: int = 16
+    seg_lr: float = 3e-4
+    seg_weight_decay: float = 1e-4
+    psp_bins: tuple[int, ...] = (1, 2, 3, 6)
+    # Proposals (selective search; MCG files can be given instead) and bags (Eq. 4).
+    proposal_max: int = 2000
+    proposal_workers: int = 2
+    mil_top_k: int = 10  # proposals kept per bag (paper: 10)
+    mil_lambda: float = 0.1  # background penalty of Eq. 4 (paper: 0.1)
+    # MIL branch (WSDDN, Eq. 2) on the shared backbone, one image per step (paper).
+    mil_epochs: int = 3
+    mil_lr: float = 1e-4
+    mil_weight_decay: float = 1e-4
+    mil_feature_stage: int = 2  # backbone stage (0-3) whose features ROIAlign pools
+    mil_hidden: int = 256
+    # CCGR (Eq. 3) and pseudo instance labels.
+    ccgr_iters: int = 200
+    ccgr_lr: float | None = None  # None: 1 % of the map's longer side per iteration
+    ccgr_context_scale: float = 1.5
+    ccgr_gap: str = "ring"
+    ccgr_chunk_images: int = 64  # images whose boxes are refined in one batched call
+    crop_mode: str = "argmax"  # instance pixels: argmax of S is the box's class, or score > crop_threshold
+    crop_threshold: float = 0.5
+    min_instance_pixels: int = 10
+    # IS branch (Mask R-CNN with FPN).
+    is_epochs: int = 6
+    is_batch_size: int = 4
+    is_lr: float = 0.005  # 0.01 at batch 2-3 was stable in short CPU runs, 0.02 diverged
+    is_weight_decay: float = 1e-4
+    is_min_size: int = 160
+    is_max_size: int = 267
+    is_proposals: int = 300  # RPN proposals kept per image in training (half at test time)
+    is_rois: int = 64  # RoIs sampled per image for the box and mask losses
+    is_mask_channels: int = 64  # the mask head's width dominates a CPU iteration (torchvision: 256)
+    is_score_threshold: float = 0.05  # predictions kept for evaluation
+    is_label_score: float = 0.5  # IS predictions that become the next round's bags and SS labels
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name), _HINTS[f.name])
+        _require(self.backbone in BACKBONES, "backbone", self.backbone, f"choose from {', '.join(BACKBONES)}")
+        _require(self.output_stride in OUTPUT_STRIDES, "output_stride", self.output_stride, f"one of {OUTPUT_STRIDES}")
+        _require(self.input_size >= 32, "input_size", self.input_size, "at least 32")
+        for name in ("infer_batch_size", "cls_batch_size", "aff_batch_size", "seg_batch_size", "aff_radius", "rw_t"):
+            _require(getattr(self, name) >= 1, name, getattr(self, name), "at least 1")
+        for name in ("cls_epochs", "aff_epochs", "seg_epochs"):
+            _require(getattr(self, name) >= 0, name, getattr(self, name), "not negative")
+        for name in ("cls_lr", "aff_lr", "seg_lr", "rw_beta", "rw_bg_power", "cls_lse_r", "cls_min_scale"):
+            _require(getattr(self, name) > 0, name, getattr(self, name), "positive")
+        for name in ("cls_weight_decay", "aff_weight_decay", "seg_weight_decay"):
+            _require(getattr(self, name) >= 0, name, getattr(self, name), "not negative")
+        for name in ("peak_threshold", "cam_fg_threshold", "cam_bg_threshold", "label_min_score"):
+            _require(0 <= getattr(self, name) <= 1, name, getattr(self, name), "between 0 and 1")
+        _require(self.cls_pooling in ("gap", "lse"), "cls_pooling", self.cls_pooling, "gap or lse")
+        _require(
+            self.cls_min_scale <= self.cls_max_scale, "cls_min_scale", self.cls_min_scale,
+            f"at most cls_max_scale ({self.cls_max_scale})",
+        )
+        _require(self.peak_window >= 1 and self.peak_window % 2 == 1, "peak_window", self.peak_window, "odd, >= 1")
+        _require(
+            self.cam_bg_threshold <= self.cam_fg_threshold, "cam_bg_threshold", self.cam_bg_threshold,
+            f"at most cam_fg_threshold ({self.cam_fg_threshold})",
+        )
+        _require(len(self.psp_bins) > 0 and min(self.psp_bins) >= 1, "psp_bins", self.psp_bins, "positive bin sizes")
+        for name in ("proposal_max", "proposal_workers", "mil_top_k", "mil_hidden", "ccgr_chunk_images",
+                     "is_batch_size", "is_min_size", "is_max_size", "is_proposals", "is_rois", "is_mask_channels"):
+            _require(getattr(self, name) >= 1, name, getattr(self, name), "at least 1")
+        for name in ("mil_epochs", "ccgr_iters", "is_epochs", "min_instance_pixels"):
+            _require(getattr(self, name) >= 0, name, getattr(self, name), "not negative")
+        for name in ("mil_lr", "is_lr", "ccgr_context_scale"):
+            _require(getattr(self, name) > 0, name, getattr(self, name), "positive")
+        for name in ("crop_threshold", "is_score_threshold", "is_label_score"):
+            _require(0 <= getattr(self, name) <= 1, name, getattr(self, name), "between 0 and 1")
+        _require(self.ccgr_context_scale > 1, "ccgr_context_scale", self.ccgr_context_scale, "greater than 1")
+        _require(self.ccgr_gap in ("ring", "paper"), "ccgr_gap", self.ccgr_gap, "ring or paper")
+        _require(self.crop_mode in ("argmax", "threshold"), "crop_mode", self.crop_mode, "argmax or threshold")
+        _require(0 <= self.mil_feature_stage <= 3, "mil_feature_stage", self.mil_feature_stage, "between 0 and 3")
+
+    def to_dict(self) -> dict:
+        """Plain fields, e.g. for a checkpoint's config; ``Profile(**d)`` rebuilds it."""
+        return dataclasses.asdict(self)
+
+
+_HINTS = typing.get_type_hints(Profile)
+
+
+def get_profile(name: str, **overrides) -> Profile:
+    """Profile ``name`` with ``overrides`` applied; strings (from a command line) are converted."""
+    if name not in PROFILES:
+        raise WsisInputError(f"unknown profile {name!r} (choose from {', '.join(PROFILES)})")
+    unknown = sorted(set(overrides) - set(_HINTS))
+    if unknown:
+        raise WsisInputError(f"unknown profile field(s): {', '.join(unknown)}")
+    return dataclasses.replace(PROFILES[name], **{k: _parse(k, v) for k, v in overrides.items()})
+
+
+def _parse(name: str, value):
+    hint = _HINTS[name]
+    if hint == tuple[int, ...] and isinstance(value, list):  # e.g. a config read back from JSON
+        return tuple(value)
+    if not isinstance(value, str) or hint is str:
+        return value
+    text = value.strip()
+    try:
+        if hint is bool:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        if hint in (int, float):
+            return hint(text)
+        if hint == (float | None):
+            return None if text.lower() in ("", "none") else float(text)
+        if hint == tuple[int, ...]:
+            return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise WsisInputError(f"profile field {name}: cannot read {value!r} as {_type_name(hint)}") from None
+    return None if text.lower() in ("", "none") else text  # str | None
+
+
+def _check_type(name: str, value, hint) -> None:
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint == tuple[int, ...]:
+        ok = isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    elif hint == (str | None):
+        ok = value is None or isinstance(value, str)
+    else:
+        ok = isinstance(value, hint)
+    _require(ok, name, value, f"must be {_type_name(hint)}")
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", str(hint))
+
+
+def _require(ok: bool, name: str, value, expectation: str) -> None:
+    if not ok:
+        raise WsisInputError(f"profile field {name}: {expectation} (got {value!r})")
+
+
+PROFILES: dict[str, Profile] = {
+    "tiny": Profile(),
+    "paper": Profile(
+        name="paper",
+        backbone="resnet50",
+        output_stride=8,
+        input_size=448,
+        freeze_bn=True,
+        infer_batch_size=8,
+        cls_epochs=15,
+        cls_batch_size=8,
+        cls_lr=1e-4,
+        cls_weight_decay=1e-4,
+        aff_epochs=8,
+        aff_batch_size=8,
+        aff_lr=1e-4,
+        aff_weight_decay=1e-4,
+        seg_epochs=14,  # ~80k iterations at batch size 1 on VOC's 5,717 training images
+        seg_batch_size=1,
+        seg_lr=1e-4,
+        seg_weight_decay=1e-4,
+        mil_epochs=10,  # ~55k iterations at one image per step on 5,717 images
+        mil_hidden=1024,
+        is_epochs=12,
+        is_batch_size=8,
+        is_lr=0.01,
+        is_min_size=800,
+        is_max_size=1333,
+        is_proposals=2000,
+        is_rois=512,
+        is_mask_channels=256,
+    ),
+}

@@ -1,0 +1,386 @@
+"""Stage bodies of a round: each reads the artifacts of earlier stages from the round folder, calls
+the pure ``wsis_core`` functions of its paper box, and writes its own artifacts (see
+:mod:`wsis_core.workdir` for the layout). Training stages run inside ``weak_supervision()`` unless the
+run is the fully supervised baseline, so they cannot reach training-split masks or boxes.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import scipy.ndimage
+import torch
+
+from wsis_core import masks
+from wsis_core.affinity import make_semantic_labels
+from wsis_core.backbone import split_progress, to_input
+from wsis_core.bags import build_bags, build_bags_from_boxes
+from wsis_core.ccgr import ccgr_refine
+from wsis_core.checkpoint import load_checkpoint, save_checkpoint
+from wsis_core.classifier import build_classifier, train_classifier
+from wsis_core.data.convert import ground_truth_to_coco
+from wsis_core.data.dataset import open_ground_truth
+from wsis_core.data.guard import weak_supervision
+from wsis_core.evaluation import evaluate
+from wsis_core.io import read_json, write_json
+from wsis_core.instance_seg import load_mask_rcnn, mask_rcnn_for, predict_instances, train_instance_segmentation
+from wsis_core.mil import WSDDNHead, select_boxes, train_mil
+from wsis_core.peaks import find_peaks
+from wsis_core.proposals import PrecomputedProposals, ProposalStore, SelectiveSearchOptions, compute_proposals
+from wsis_core.pseudo_labels import make_instance_labels, semantic_label_from_instances, to_coco_annotations
+from wsis_core.rounds import Progress, RoundContext
+from wsis_core.segmentation import build_segmentation_model, predict_score_maps, train_segmentation
+
+CLASSIFIER, AFFINITY, SEGMENTATION, MIL = "models/classifier.pt", "models/affinity.pt", "models/segmentation.pt", "models/mil.pt"
+PEAKS, TRAIN_PREDICTIONS = "peaks.json", "train_predictions.json"
+MIL_BOXES, CCGR_BOXES, PSEUDO_LABELS = "mil_boxes.json", "ccgr_boxes.json", "pseudo_labels.json"
+MODEL, METRICS, VAL_PREDICTIONS = "model.pt", "metrics.json", "val_predictions.json"
+SEMANTIC_LABELS, SCORE_MAPS, PROPAGATED = "semantic_labels", "score_maps", "propagated"
+
+
+def _stem(info) -> str:
+    return Path(info.file_name).stem
+
+
+def _guard(ctx: RoundContext):
+    """Training-split ground truth is off limits except for the fully supervised baseline."""
+    return weak_supervision() if ctx.config.supervision == "weak" else nullcontext()
+
+
+def _coco_file(ctx: RoundContext, annotations: list[dict]) -> dict:
+    """A COCO annotation file over the train split (ids per the dataset id contract)."""
+    images = [{"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height} for i in ctx.train_set.images]
+    categories = [{"id": k + 1, "name": name} for k, name in enumerate(ctx.config.classes)]
+    return {"images": images, "categories": categories, "annotations": annotations}
+
+
+def _classifier(ctx: RoundContext):
+    """Round 1's trained classifier: its backbone initialises the other branches (shared layers)."""
+    checkpoint = load_checkpoint(ctx.first().require(CLASSIFIER))
+    model = build_classifier(ctx.profile, len(ctx.config.classes))
+    model.load_state_dict(checkpoint.state_dict)
+    return model
+
+
+def _confident(ctx: RoundContext, predictions: list[dict]) -> dict[int, list[dict]]:
+    """The IS predictions on the train split that feed the next round, per image id: those of the
+    image's labelled classes scoring at least ``is_label_score``, or, for a labelled class with none
+    that confident, its best prediction (image-level labels say the class is there)."""
+    labels = {info.id: set(info.labels) for info in ctx.train_set.images}
+    best: dict[tuple[int, int], dict] = {}
+    kept = defaultdict(list)
+    for p in predictions:
+        key = (p["image_id"], p["category_id"])
+        if p["category_id"] not in labels[p["image_id"]]:
+            continue
+        if p["score"] >= ctx.profile.is_label_score:
+            kept[p["image_id"]].append(p)
+        elif key not in best or p["score"] > best[key]["score"]:
+            best[key] = p
+    for (image_id, category), p in best.items():
+        if not any(q["category_id"] == category for q in kept[image_id]):
+            kept[image_id].append(p)
+    return kept
+
+
+# ---------------------------------------------------------------------------------------- cues
+def stage_cues(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
+    """Round 1: classifier, PRM peaks, PSA semantic labels and propagated maps O.
+    Round k > 1: the previous IS model's train-split predictions and the union of their masks per class."""
+    return _first_round_cues(ctx, on_progress) if ctx.number == 1 else _later_round_cues(ctx, on_progress)
+
+
+def _first_round_cues(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
+    ds, profile, work = ctx.train_set, ctx.profile, ctx.work
+    train_p, peaks_p, labels_p = split_progress(on_progress, 100, 10, 100)
+    with _guard(ctx):
+        classifier = train_classifier(ds, profile, ctx.device, on_progress=train_p)
+        save_checkpoint(work.path(CLASSIFIER), classifier, profile.to_dict(), ctx.config.classes)
+        peaks = find_peaks(classifier, ds, profile, ctx.device, on_progress=peaks_p)
+        work.write_json(PEAKS, {str(info.id): p for info, p in zip(ds.images, peaks)})
+        semantic = make_semantic_labels(classifier, ds, profile, ctx.device, on_progress=labels_p)
+    save_checkpoint(work.path(AFFINITY), semantic.affinity_net, profile.to_dict(), ctx.config.classes)
+    for info, label in zip(ds.images, semantic.labels):
+        work.write_label(SEMANTIC_LABELS, _stem(info), label.labels)
+        full = np.stack([label.score_map(c) for c in range(len(ctx.config.classes) + 1)])
+        work.write_scores(PROPAGATED, _stem(info), full)
+    return {"classifier": work.path(CLASSIFIER), "peaks": work.path(PEAKS), "semantic_labels": work.path(SEMANTIC_LABELS)}
+
+
+def _later_round_cues(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
+    ds, profile, work = ctx.train_set, ctx.profile, ctx.work
+    model = _load_mask_rcnn(ctx, ctx.previous().require(MODEL))
+    with _guard(ctx):
+        predictions = predict_instances(
+            model, ds, device=ctx.device, score_threshold=profile.is_score_threshold,
+            batch_size=profile.infer_batch_size, on_progress=on_progress,
+        )
+    work.write_json(TRAIN_PREDICTIONS, predictions)
+    work.write_json(PEAKS, ctx.first().read_json(PEAKS))
+    confident = _confident(ctx, predictions)
+    for info in ds.images:
+        instances = [(p["category_id"], masks.decode(p["segmentation"])) for p in confident[info.id]]
+        work.write_label(SEMANTIC_LABELS, _stem(info), semantic_label_from_instances(instances, info.height, info.width))
+    return {"train_predictions": work.path(TRAIN_PREDICTIONS), "semantic_labels": work.path(SEMANTIC_LABELS)}
+
+
+# ------------------------------------------------------------------------------------------ ss
+def stage_ss(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
+    """SS branch (FCN + pyramid pooling) on the round's semantic labels; writes score maps S."""
+    ds, profile, work = ctx.train_set, ctx.profile, ctx.work
+    labels = [work.read_label(SEMANTIC_LABELS, _stem(info)) for info in ds.images]
+    model = build_segmentation_model(profile, len(ctx.config.classes), copy.deepcopy(_classifier(ctx).backbone))
+    if ctx.number > 1:  # warm start from the previous round's SS branch
+        model.load_state_dict(load_checkpoint(ctx.previous().require(SEGMENTATION)).state_dict)
+    train_p, predict_p = split_progress(on_progress, 100, 20)
+    with _guard(ctx):
+        model = train_segmentation(ds, labels, profile, ctx.device, model=model, on_progress=train_p)
+        for info, scores in zip(ds.images, predict_score_maps(model, ds, profile, ctx.device, on_progress=predict_p)):
+            work.write_scores(SCORE_MAPS, _stem(info), scores)
+    save_checkpoint(work.path(SEGMENTATION), model, profile.to_dict(), ctx.config.classes)
+    return {"model": work.path(SEGMENTATION), "score_maps": work.path(SCORE_MAPS)}
+
+
+# ----------------------------------------------------------------------------------- proposals
+def _proposal_source(ctx: RoundContext):
+    if ctx.config.proposals == "selective-search":
+        return ProposalStore(ctx.run_dir / "proposals")
+    return PrecomputedProposals.for_dataset(ctx.config.proposals, ctx.train_set)
+
+
+def stage_proposals(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
+    """Selective search once per run (cached in ``RUN/proposals``); nothing to do for a precomputed
+    folder (MCG files), which the mil stage reads in place."""
+    if ctx.config.proposals == "selective-search":
+        options = SelectiveSearchOptions(max_proposals=ctx.profile.proposal_max)
+        compute_proposals(ctx.train_set, ctx.run_dir / "proposals", workers=ctx.profile.proposal_workers,
+                          options=options, on_progress=on_progress, progress_bar=False)
+        return {"proposals": ctx.run_dir / "proposals"}
+    return {}  # precomputed files belong to the user, not to the run
+
+
+# ----------------------------------------------------------------------------------------- mil
+class _StageFeatures(torch.nn.Module):
+    """The shared backbone's features at one stage, as the WSDDN head takes them."""
+
+    def __init__(self, backbone, stage: int):
+        super().__init__()
+        self.backbone, self.stage = backbone, stage
+
+    def forward(self, images):
+        return self.backbone(images)[self.stage]
+
+
+def _bags(ctx: RoundContext, proposals, on_progress: Progress):
+    ids = [info.id for info in ctx.train_set.images]
+    if ctx.number == 1:  # a bag per PRM peak, ranked by Eq. 4 with the propagated map O
+        peaks = ctx.work.read_json(PEAKS)
+        stems = {info.id: _stem(info) for info in ctx.train_set.images}
+        return build_bags(
+            ids, lambda i: peaks[str(i)], lambda i: ctx.work.read_scores(PROPAGATED, stems[i]), proposals,
+            top_k=ctx.profile.mil_top_k, lam=ctx.profile.mil_lambda, on_progress=on_progress,
+        ).bags_by_image
+    confident = _confident(ctx, ctx.work.read_json(TRAIN_PREDICTIONS))
+    predicted = {
+        i: (torch.tensor([_xyxy(p["bbox"]) for p in confident[i]], dtype=torch.float32).view(-1, 4),
+            torch.tensor([p["category_id"] for p in confident[i]], dtype=torch.long))
+        for i in ids
+    }
+    return build_bags_from_boxes(predicted, proposals, top_k=ctx.profile.mil_top_k, on_progress=on_progress)
+
+
+def _xyxy(bbox) -> list[float]:
+    x, y, w, h = bbox
+    return [x, y, x + w, y + h]
+
+
+def _box_annotation(ann_id: int, image_id: int, category: int, box, score: float, peak) -> dict:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return {"id": ann_id, "image_id": image_id, "category_id": int(category), "bbox": [x1, y1, x2 - x1, y2 - y1],
+            "area": (x2 - x1) * (y2 - y1), "iscrowd": 0, "score": float(score), "peak": [float(p) for p in peak]}
+
+
+def stage_mil(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
+    """Boxes of the round: WSDDN (Eq. 2) over the bags, or (``box_source="seg"``, Table 3's
+    "Seg only") the boxes around connected components of the SS class masks."""
+    if ctx.config.box_source == "seg":
+        annotations = _segment_boxes(ctx)
+    else:
+        annotations = _mil_boxes(ctx, on_progress)
+    ctx.work.write_json(MIL_BOXES, _coco_file(ctx, annotations))
+    return {"mil_boxes": ctx.work.path(MIL_BOXES)}
+
+
+def _mil_boxes(ctx: RoundContext, on_progress: Progress) -> list[dict]:
+    ds, profile = ctx.train_set, ctx.profile
+    proposals = _proposal_source(ctx)
+    bag_p, train_p, select_p = split_progress(on_progress, 10, 100, 20)
+    backbone = _StageFeatures(copy.deepcopy(_classifier(ctx).backbone), profile.mil_feature_stage)
+    head = WSDDNHead(backbone.backbone.channels[profile.mil_feature_stage], len(ctx.config.classes),
+                     hidden=profile.mil_hidden)
+
+    def transform(image):
+        return to_input(image, profile.input_size)[None]
+
+    with _guard(ctx):
+        bags = _bags(ctx, proposals, bag_p)
+        train_mil(backbone, head, ds, bags, proposals, transform=transform, epochs=profile.mil_epochs,
+                  lr=profile.mil_lr, weight_decay=profile.mil_weight_decay, device=ctx.device,
+                  seed=profile.seed, on_progress=train_p)
+        selected = select_boxes(backbone, head, ds, bags, proposals, transform=transform, device=ctx.device,
+                                on_progress=select_p)
+    save_checkpoint(ctx.work.path(MIL), torch.nn.ModuleList([backbone, head]), profile.to_dict(), ctx.config.classes)
+    annotations = []
+    for image_id, boxes in selected.items():
+        sources = {i: bag.source for i, bag in enumerate(bags[image_id])}
+        for index, box in enumerate(boxes):
+            source = sources[index]
+            peak = source if len(source) == 2 else ((source[0] + source[2]) / 2, (source[1] + source[3]) / 2)
+            annotations.append(_box_annotation(len(annotations) + 1, image_id, box.label, box.box, box.score, peak))
+    return annotations
+
+
+def _segment_boxes(ctx: RoundContext) -> list[dict]:
+    """One box per connected component of each image-level class's argmax mask of S."""
+    annotations = []
+    for info in ctx.train_set.images:
+        scores = ctx.work.read_scores(SCORE_MAPS, _stem(info))
+        argmax = scores.argmax(axis=0)
+        for category in info.labels:
+            components, _ = scipy.ndimage.label(argmax == category)
+            for index, found in enumerate(scipy.ndimage.find_objects(components), start=1):
+                ys, xs = found
+                area = int((components[found] == index).sum())
+                if area < ctx.profile.min_instance_pixels:
+                    continue
+                center = ((xs.start + xs.stop) / 2, (ys.start + ys.stop) / 2)
+                annotations.append(_box_annotation(
+                    len(annotations) + 1, info.id, category, (xs.start, ys.start, xs.stop, ys.stop),
+                    float(scores[category][components == index].mean()), center,
+                ))
+    return annotations
+
+
+# ---------------------------------------------------------------------------------------- ccgr
+def stage_ccgr(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
+    """CCGR (Eq. 3) of every box on its class's SS score map, with the multi-peak stop rule;
+    ``ccgr=False`` (Table 3's ablation) keeps the boxes as they are."""
+    boxes = ctx.work.read_json(MIL_BOXES)
+    if ctx.config.ccgr:
+        boxes = {**boxes, "annotations": _refine(ctx, boxes["annotations"], on_progress)}
+    ctx.work.write_json(CCGR_BOXES, boxes)
+    return {"ccgr_boxes": ctx.work.path(CCGR_BOXES)}
+
+
+def _refine(ctx: RoundContext, annotations: list[dict], on_progress: Progress) -> list[dict]:
+    """Refine the boxes in chunks of images, all boxes of a chunk in one batched ``ccgr_refine``."""
+    by_image = defaultdict(list)
+    for ann in annotations:
+        by_image[ann["image_id"]].append(ann)
+    peaks = ctx.work.read_json(PEAKS)
+    by_size = defaultdict(list)  # one batched call needs maps of one size
+    for info in ctx.train_set.images:
+        if by_image[info.id]:
+            by_size[(info.height, info.width)].append(info)
+    chunks = [group[i : i + ctx.profile.ccgr_chunk_images]
+              for group in by_size.values() for i in range(0, len(group), ctx.profile.ccgr_chunk_images)]
+    refined = {}
+    for done, chunk in enumerate(chunks, start=1):
+        refined.update(_refine_chunk(ctx, chunk, by_image, peaks))
+        if on_progress:
+            on_progress(done, len(chunks))
+    return [{**ann, **refined[ann["id"]]} for ann in annotations]
+
+
+def _refine_chunk(ctx: RoundContext, infos, by_image, peaks) -> dict[int, dict]:
+    maps, map_of, boxes, box_map, ids, peak_xy, peak_map = [], {}, [], [], [], [], []
+    for info in infos:
+        scores = ctx.work.read_scores(SCORE_MAPS, _stem(info))
+        for ann in by_image[info.id]:
+            key = (info.id, ann["category_id"])
+            if key not in map_of:
+                map_of[key] = len(maps)
+                maps.append(torch.from_numpy(scores[ann["category_id"]]))
+                peak_xy += [(p["x"] + 0.5, p["y"] + 0.5) for p in peaks[str(info.id)] if p["class"] == key[1]]
+                peak_map += [map_of[key]] * (len(peak_xy) - len(peak_map))
+            boxes.append(_xyxy(ann["bbox"]))
+            box_map.append(map_of[key])
+            ids.append(ann["id"])
+    device, profile = ctx.device, ctx.profile
+    result = ccgr_refine(
+        torch.stack(maps).to(device), torch.tensor(boxes, dtype=torch.float32, device=device),
+        torch.tensor(box_map, device=device),
+        peaks=torch.tensor(peak_xy, dtype=torch.float32, device=device).view(-1, 2),
+        peak_map_idx=torch.tensor(peak_map, dtype=torch.long, device=device),
+        iters=profile.ccgr_iters, lr=profile.ccgr_lr, context_scale=profile.ccgr_context_scale, gap=profile.ccgr_gap,
+    ).cpu()
+    return {ann_id: {"bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)}
+            for ann_id, (x1, y1, x2, y2) in zip(ids, result.tolist())}
+
+
+# ------------------------------------------------------------------------------- pseudo labels
+def stage_pseudo_labels(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
+    """Crop the SS score map with the refined boxes: the pseudo instance labels of the IS branch."""
+    by_image = defaultdict(list)
+    for ann in ctx.work.read_json(CCGR_BOXES)["annotations"]:
+        by_image[ann["image_id"]].append(ann)
+    profile, annotations = ctx.profile, []
+    for done, info in enumerate(ctx.train_set.images, start=1):
+        anns = by_image[info.id]
+        if anns:
+            instances = make_instance_labels(
+                torch.from_numpy(ctx.work.read_scores(SCORE_MAPS, _stem(info))),
+                torch.tensor([_xyxy(a["bbox"]) for a in anns], dtype=torch.float32),
+                torch.tensor([a["category_id"] for a in anns]),
+                torch.tensor([a["score"] for a in anns], dtype=torch.float32),
+                mode=profile.crop_mode, threshold=profile.crop_threshold, min_pixels=profile.min_instance_pixels,
+            )
+            annotations += to_coco_annotations(info.id, instances, first_id=len(annotations) + 1)
+        if on_progress:
+            on_progress(done, len(ctx.train_set))
+    ctx.work.write_json(PSEUDO_LABELS, _coco_file(ctx, annotations))
+    return {"pseudo_labels": ctx.work.path(PSEUDO_LABELS)}
+
+
+# ------------------------------------------------------------------------------------ is_train
+def _load_mask_rcnn(ctx: RoundContext, path: Path):
+    return load_mask_rcnn(ctx.profile, len(ctx.config.classes) + 1, path)
+
+
+def _training_annotations(ctx: RoundContext) -> list[dict]:
+    if ctx.config.supervision == "full":  # the upper bound of Table 1: true training masks
+        return ground_truth_to_coco(open_ground_truth(ctx.config.data, ctx.config.train_split))["annotations"]
+    return ctx.work.read_json(PSEUDO_LABELS)["annotations"]
+
+
+def stage_is_train(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
+    """Mask R-CNN (the IS branch) on the pseudo labels, warm-started from the previous round."""
+    profile = ctx.profile
+    annotations = _training_annotations(ctx)
+    model = _load_mask_rcnn(ctx, ctx.previous().require(MODEL)) if ctx.number > 1 else mask_rcnn_for(ctx.profile, len(ctx.config.classes) + 1)
+    with _guard(ctx):
+        train_instance_segmentation(
+            model, ctx.train_set, annotations, epochs=profile.is_epochs, batch_size=profile.is_batch_size,
+            lr=profile.is_lr, weight_decay=profile.is_weight_decay, device=ctx.device, seed=profile.seed,
+            on_progress=on_progress,
+        )
+    save_checkpoint(ctx.work.path(MODEL), model, {**profile.to_dict(), "round": ctx.number}, ctx.config.classes)
+    return {"model": ctx.work.path(MODEL)}
+
+
+# ------------------------------------------------------------------------------------ evaluate
+def stage_evaluate(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
+    """IS branch only (no proposals, no CCGR) on the val split; metrics against its ground truth."""
+    model = _load_mask_rcnn(ctx, ctx.work.require(MODEL))
+    predictions = predict_instances(model, ctx.val_set, device=ctx.device, score_threshold=ctx.profile.is_score_threshold,
+                                    batch_size=ctx.profile.infer_batch_size, on_progress=on_progress)
+    ctx.work.write_json(VAL_PREDICTIONS, predictions)
+    gt_path = ctx.run_dir / f"{ctx.config.val_split}_gt.json"
+    if not gt_path.exists():
+        write_json(gt_path, ground_truth_to_coco(open_ground_truth(ctx.config.data, ctx.config.val_split)))
+    ctx.work.write_json(METRICS, evaluate(read_json(gt_path), predictions, results_name=VAL_PREDICTIONS))
+    return {"metrics": ctx.work.path(METRICS), "val_predictions": ctx.work.path(VAL_PREDICTIONS)}
