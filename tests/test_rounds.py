@@ -14,16 +14,9 @@ from wsis_core import stages
 from wsis_core.cli import main
 from wsis_core.data.dataset import open_weak_dataset
 from wsis_core.evaluation import METRIC_KEYS
+from tiny_overrides import TINY_OVERRIDES
 from wsis_core.rounds import STAGES, RunConfig, run_rounds
 
-TINY = {
-    "input_size": "64", "cls_epochs": "4", "aff_epochs": "1", "seg_epochs": "4", "mil_epochs": "1",
-    "is_epochs": "2", "is_batch_size": "4", "is_min_size": "64", "is_max_size": "64", "ccgr_iters": "5",
-    "proposal_workers": "1", "proposal_max": "100", "infer_batch_size": "8", "mil_hidden": "64",
-    "is_proposals": "50", "is_rois": "16", "is_mask_channels": "16",
-    # whole-box crops: the test checks the artifact contract, not what a few CPU steps learn
-    "crop_mode": "threshold", "crop_threshold": "0.0",
-}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +30,7 @@ def data(tmp_path_factory):
 
 def _config(data, **fields) -> RunConfig:
     classes = tuple(open_weak_dataset(data, "train").classes)
-    return RunConfig(data=str(data), classes=classes, overrides=dict(TINY), **fields)
+    return RunConfig(data=str(data), classes=classes, overrides=dict(TINY_OVERRIDES), **fields)
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ from __future__ import annotations
 from pycocotools.coco import COCO
 
 from integration import harness
+from tiny_overrides import TINY_OVERRIDES
 from wsis_core.data.synth import generate_dataset
 
-STAGE_BACKEND = harness.FAKE_BACKEND
-# The tiny profile, shortened further so that a whole round of the real stages stays short on a CPU.
-CONFIG = {"profile": "tiny", "overrides": {"input_size": 64, "cls_epochs": 1, "aff_epochs": 1, "seg_epochs": 1}}
+STAGE_BACKEND = "wsis_core.rounds"  # the real stages
+CONFIG = {"profile": "tiny", "overrides": TINY_OVERRIDES}
 REPORTED_METRICS = ("mAP_r@0.25", "mAP_r@0.5", "mAP_b@0.5")
 
 
@@ -32,7 +32,7 @@ def test_a_round_on_postgres_and_redis_with_a_real_worker(tmp_path, monkeypatch)
             run = client.post("/api/runs", json={"dataset_id": dataset["id"], "config": CONFIG}).json()
             launched = client.post(f"/api/runs/{run['id']}/rounds")
             assert launched.status_code == 202
-            round_ = harness.wait_for_round(client, launched.json()["id"], timeout_s=400)
+            round_ = harness.wait_for_round(client, launched.json()["id"], timeout_s=900)
             assert round_["status"] == "succeeded", harness.log_tail(log)
             labels = client.get(f"/api/rounds/{round_['id']}/pseudo-labels")
             metrics = client.get(f"/api/runs/{run['id']}/metrics").json()
