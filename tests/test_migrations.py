@@ -40,7 +40,6 @@ def test_upgrade_and_downgrade_on_sqlite(tmp_path):
 
 
 def test_upgrade_and_downgrade_on_postgres():
-    pytest.importorskip("psycopg2")
     with harness.throwaway_postgres_database() as url:
         check_round_trip(url)
 

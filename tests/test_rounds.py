@@ -122,3 +122,14 @@ def test_full_supervision_is_one_round_on_true_masks(data, tmp_path):
     assert [r["round"] for r in summary["rounds"]] == [1]
     assert set(summary["rounds"][0]["stage_seconds"]) == {"is_train", "evaluate"}
     assert not (tmp_path / "full" / "round_1" / "pseudo_labels.json").exists()
+
+
+def test_phases_share_one_progress_bar():
+    from wsis_core.rounds import phases
+
+    seen = []
+    first, second = phases(lambda done, total: seen.append(done / total), 3, 1)
+    first(10, 10)  # the first phase ends at its share, 3/4
+    second(1, 2)
+    second(2, 2)
+    assert seen == [0.75, 0.875, 1.0]

@@ -107,6 +107,22 @@ class RoundContext:
         return open_weak_dataset(self.config.data, self.config.val_split)
 
 
+def phases(on_progress: Progress, *weights: float) -> list[Progress]:
+    """Split one stage's ``on_progress`` over consecutive phases whose step counts are not known in
+    advance: phase i reports its own (done, total) and moves the stage's progress over its share
+    ``weights[i] / sum(weights)``; the stage reports per mille."""
+    if on_progress is None:
+        return [None] * len(weights)
+    scale = 1000 / sum(weights)
+    offsets = [sum(weights[:i]) for i in range(len(weights))]
+    return [
+        lambda done, total, offset=offset, weight=weight: on_progress(
+            round((offset + weight * min(done, total) / max(total, 1)) * scale), 1000
+        )
+        for offset, weight in zip(offsets, weights)
+    ]
+
+
 def marker_name(stage: str) -> str:
     return f"stages/{stage}.json"
 

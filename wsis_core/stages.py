@@ -17,7 +17,7 @@ import torch
 
 from wsis_core import masks
 from wsis_core.affinity import make_semantic_labels
-from wsis_core.backbone import split_progress, to_input
+from wsis_core.backbone import to_input
 from wsis_core.bags import build_bags, build_bags_from_boxes
 from wsis_core.ccgr import ccgr_refine
 from wsis_core.checkpoint import load_checkpoint, save_checkpoint
@@ -32,7 +32,7 @@ from wsis_core.mil import WSDDNHead, select_boxes, train_mil
 from wsis_core.peaks import find_peaks
 from wsis_core.proposals import PrecomputedProposals, ProposalStore, SelectiveSearchOptions, compute_proposals
 from wsis_core.pseudo_labels import make_instance_labels, semantic_label_from_instances, to_coco_annotations
-from wsis_core.rounds import Progress, RoundContext
+from wsis_core.rounds import Progress, RoundContext, phases
 from wsis_core.segmentation import build_segmentation_model, predict_score_maps, train_segmentation
 
 CLASSIFIER, AFFINITY, SEGMENTATION, MIL = "models/classifier.pt", "models/affinity.pt", "models/segmentation.pt", "models/mil.pt"
@@ -96,7 +96,7 @@ def stage_cues(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
 
 def _first_round_cues(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
     ds, profile, work = ctx.train_set, ctx.profile, ctx.work
-    train_p, peaks_p, labels_p = split_progress(on_progress, 100, 10, 100)
+    train_p, peaks_p, labels_p = phases(on_progress, 100, 10, 100)
     with _guard(ctx):
         classifier = train_classifier(ds, profile, ctx.device, on_progress=train_p)
         save_checkpoint(work.path(CLASSIFIER), classifier, profile.to_dict(), ctx.config.classes)
@@ -136,7 +136,7 @@ def stage_ss(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
     model = build_segmentation_model(profile, len(ctx.config.classes), copy.deepcopy(_classifier(ctx).backbone))
     if ctx.number > 1:  # warm start from the previous round's SS branch
         model.load_state_dict(load_checkpoint(ctx.previous().require(SEGMENTATION)).state_dict)
-    train_p, predict_p = split_progress(on_progress, 100, 20)
+    train_p, predict_p = phases(on_progress, 100, 20)
     with _guard(ctx):
         model = train_segmentation(ds, labels, profile, ctx.device, model=model, on_progress=train_p)
         for info, scores in zip(ds.images, predict_score_maps(model, ds, profile, ctx.device, on_progress=predict_p)):
@@ -218,7 +218,7 @@ def stage_mil(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
 def _mil_boxes(ctx: RoundContext, on_progress: Progress) -> list[dict]:
     ds, profile = ctx.train_set, ctx.profile
     proposals = _proposal_source(ctx)
-    bag_p, train_p, select_p = split_progress(on_progress, 10, 100, 20)
+    bag_p, train_p, select_p = phases(on_progress, 10, 100, 20)
     backbone = _StageFeatures(copy.deepcopy(_classifier(ctx).backbone), profile.mil_feature_stage)
     head = WSDDNHead(backbone.backbone.channels[profile.mil_feature_stage], len(ctx.config.classes),
                      hidden=profile.mil_hidden)
