@@ -133,3 +133,21 @@ def test_phases_share_one_progress_bar():
     second(1, 2)
     second(2, 2)
     assert seen == [0.75, 0.875, 1.0]
+
+
+def test_stage_by_stage_cli_writes_round_one_artifacts(data, tmp_path):
+    work = tmp_path / "work"
+    sets = [arg for name, value in TINY_OVERRIDES.items() for arg in ("--set", f"{name}={value}")]
+    assert main(["cues", "--data", str(data), "--out", str(work), "--device", "cpu", *sets]) == 0
+    assert (work / "peaks.json").is_file() and any((work / "score_maps").glob("*.npz"))
+    assert any((work / "semantic_labels").glob("*.png"))
+    assert main(["mil", "--data", str(data), "--work", str(work), "--device", "cpu"]) == 0
+    mil = json.loads((work / "mil_boxes.json").read_text())
+    assert main(["ccgr", "--work", str(work), "--iters", "3", "--gap", "paper", "--device", "cpu"]) == 0
+    ccgr = json.loads((work / "ccgr_boxes.json").read_text())
+    assert len(ccgr["annotations"]) == len(mil["annotations"]) > 0
+    assert json.loads((work / "config.json").read_text())["overrides"]["ccgr_gap"] == "paper"
+    assert COCO(str(work / "pseudo_labels.json")).getImgIds()
+    assert main(["ccgr", "--work", str(work), "--no-ccgr", "--device", "cpu"]) == 0
+    unrefined = json.loads((work / "ccgr_boxes.json").read_text())["annotations"]
+    assert [a["bbox"] for a in unrefined] == [a["bbox"] for a in mil["annotations"]]

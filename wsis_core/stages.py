@@ -7,6 +7,7 @@ run is the fully supervised baseline, so they cannot reach training-split masks 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections import defaultdict
 from contextlib import nullcontext
 from pathlib import Path
@@ -61,7 +62,7 @@ def _coco_file(ctx: RoundContext, annotations: list[dict]) -> dict:
 def _classifier(ctx: RoundContext):
     """Round 1's trained classifier: its backbone initialises the other branches (shared layers)."""
     checkpoint = load_checkpoint(ctx.first().require(CLASSIFIER))
-    model = build_classifier(ctx.profile, len(ctx.config.classes))
+    model = build_classifier(dataclasses.replace(ctx.profile, backbone_weights=None), len(ctx.config.classes))
     model.load_state_dict(checkpoint.state_dict)
     return model
 
