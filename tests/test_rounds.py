@@ -115,6 +115,10 @@ def test_cli_train_predict_and_errors(weak_run, data, tmp_path, capsys):
     assert main(["train", "--data", str(data), "--out", str(run), "--rounds", "1"]) == 2  # exists, no --resume
     err = capsys.readouterr().err
     assert "pass --resume" in err and "Traceback" not in err
+    before = (run / "round_2" / "model.pt").stat().st_mtime_ns
+    assert main(["train", "--data", str(data), "--out", str(run), "--rounds", "2", "--resume"]) == 0
+    assert (run / "round_2" / "model.pt").stat().st_mtime_ns == before  # finished stages are not redone
+    assert '"round": 2' in capsys.readouterr().out
 
 
 def test_full_supervision_is_one_round_on_true_masks(data, tmp_path):

@@ -6,6 +6,7 @@ User errors (bad paths, corrupt files, unknown classes) print one line and exit 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -74,10 +75,6 @@ def _profile_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
-def _progress_for(label: str) -> _ProgressBar:
-    return _ProgressBar(label)
-
-
 def _run_standalone(work: Path, config, stages: tuple[str, ...], device: str) -> None:
     """Run ``stages`` of round 1 in a work folder (run folder = round folder), recomputing them."""
     from wsis_core.device import resolve_device
@@ -88,9 +85,8 @@ def _run_standalone(work: Path, config, stages: tuple[str, ...], device: str) ->
     for stage in STAGES[STAGES.index(stages[0]):]:  # these stages and everything after them are redone
         (work / marker_name(stage)).unlink(missing_ok=True)
     ctx = RoundContext(work, 1, config, resolve_device(device), round_dir=work)
-    ctx.profile  # validate the profile before any work starts
     for stage in stages:
-        run_stage_in(ctx, stage, _progress_for(stage))
+        run_stage_in(ctx, stage, _ProgressBar(stage))
 
 
 def _new_config(args: argparse.Namespace, **fields):
@@ -110,48 +106,46 @@ def cmd_cues(args: argparse.Namespace) -> None:
     print(f"wrote peaks.json, semantic_labels/, score_maps/ to {work}")
 
 
-def _existing_config(work: Path, **changes):
-    import dataclasses
-
+def cmd_mil(args: argparse.Namespace) -> None:
     from wsis_core.rounds import read_config
 
-    return dataclasses.replace(read_config(work), **changes)
-
-
-def cmd_mil(args: argparse.Namespace) -> None:
-    from wsis_core.rounds import RunConfig
-
     work = Path(args.work)
-    config = _existing_config(work, proposals=args.proposals)
+    config = dataclasses.replace(read_config(work), proposals=args.proposals)  # validates the source
     if Path(config.data) != Path(args.data).resolve():
         raise WsisInputError(f"{work}: its cues were computed on {config.data}, not {args.data}")
-    RunConfig.from_dict(config.to_dict())  # validates the proposal source
     _run_standalone(work, config, ("proposals", "mil"), args.device)
     print(f"wrote {work / 'mil_boxes.json'}")
 
 
 def cmd_ccgr(args: argparse.Namespace) -> None:
-    work = Path(args.work)
     from wsis_core.rounds import read_config
 
-    overrides = {**read_config(work).overrides, "ccgr_iters": args.iters, "ccgr_gap": args.gap}
-    config = _existing_config(work, ccgr=not args.no_ccgr, overrides=overrides)
+    work = Path(args.work)
+    config = read_config(work)
+    overrides = {**config.overrides, "ccgr_iters": args.iters, "ccgr_gap": args.gap}
+    config = dataclasses.replace(config, ccgr=not args.no_ccgr, overrides=overrides)
     _run_standalone(work, config, ("ccgr", "pseudo_labels"), args.device)
     print(f"wrote {work / 'ccgr_boxes.json'} and {work / 'pseudo_labels.json'}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from wsis_core.device import resolve_device
-    from wsis_core.rounds import run_rounds
+    from wsis_core.rounds import read_config, run_rounds
 
     run = Path(args.out)
-    if (run / "config.json").exists() and not args.resume:
+    exists = (run / "config.json").exists()
+    if exists and not args.resume:
         raise WsisInputError(f"{run}: a run already exists there (pass --resume to continue it)")
     if args.rounds < 1:
         raise WsisInputError(f"--rounds must be at least 1, got {args.rounds}")
-    config = _new_config(args, supervision=args.supervision, ccgr=not args.no_ccgr, box_source=args.box_source,
-                         proposals=args.proposals)
-    summary = run_rounds(run, config, args.rounds, resolve_device(args.device), progress_for=_progress_for)
+    if exists:  # --resume continues with the stored configuration
+        config = read_config(run)
+        if Path(config.data) != Path(args.data).resolve():
+            raise WsisInputError(f"{run}: the run trains on {config.data}, not {args.data}")
+    else:
+        config = _new_config(args, supervision=args.supervision, ccgr=not args.no_ccgr,
+                             box_source=args.box_source, proposals=args.proposals)
+    summary = run_rounds(run, config, args.rounds, resolve_device(args.device), progress_for=_ProgressBar)
     for entry in summary["rounds"]:
         print(json.dumps({"round": entry["round"], **entry["metrics"]}))
     print(f"wrote {run / 'summary.json'}")
@@ -162,7 +156,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from wsis_core.io import write_json
 
     predictions = predict_run(Path(args.run), args.round, args.data, args.split, args.device,
-                              on_progress=_progress_for("predict"))
+                              on_progress=_ProgressBar("predict"))
     write_json(args.out, predictions)
     print(f"wrote {len(predictions)} instances to {args.out}")
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from services.api.db import sessionmaker_for
 from services.api.routes import datasets, health, rounds, runs
 from services.api.settings import Settings, get_settings, prepare_folders
 from services.workers.celery_app import app as celery_app
 from services.workers.celery_app import configure
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 def _readable(exc: RequestValidationError) -> JSONResponse:
@@ -37,6 +42,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessionmaker = sessionmaker_for(settings.database_url)
     for module in (health, datasets, runs, rounds):
         app.include_router(module.router, prefix="/api")
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def status_page() -> FileResponse:
+        """The status page (``static/index.html``); it polls the JSON API (not part of OpenAPI)."""
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
