@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Iterator
+from typing import Annotated, Any, Iterator
 
 from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from services.api.schemas import MAX_ID
+from services.api.schemas import MAX_ID, ErrorOut, ValidationErrorOut
 from services.api.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="WSIS_API_TOKEN, required by mutating routes when it is set")
+
+
+ERROR_DESCRIPTIONS = {
+    400: "Bad request (or a body that cannot be parsed)", 401: "Missing or wrong bearer token", 404: "Not found", 409: "Conflict",
+    503: "Service unavailable",
+}
+
+
+def error_responses(*codes: int, validation: bool = True) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of a route: ``codes`` with an ``ErrorOut`` body, plus our 422 body if ``validation``."""
+    responses: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorOut, "description": ERROR_DESCRIPTIONS[code]} for code in codes
+    }
+    if validation:
+        responses[422] = {"model": ValidationErrorOut, "description": "Validation error"}
+    return responses
 
 
 def get_settings(request: Request) -> Settings:

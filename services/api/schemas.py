@@ -137,6 +137,24 @@ class ArtifactOut(Out):
     created_at: datetime
 
 
+class ErrorOut(BaseModel):
+    """Body of every 4xx/5xx answer raised by a route (``HTTPException``)."""
+
+    detail: str
+
+
+class ValidationErrorItem(BaseModel):
+    loc: list[str]
+    msg: str
+
+
+class ValidationErrorOut(BaseModel):
+    """Body of a 422: one readable line plus the structured list (see ``services.api.app._readable``)."""
+
+    detail: str
+    errors: list[ValidationErrorItem]
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     database: str

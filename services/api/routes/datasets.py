@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from services.api.deps import Mutating, PathId, SessionDep, SettingsDep, get_or_404
+from services.api.deps import Mutating, PathId, SessionDep, SettingsDep, error_responses, get_or_404
 from services.api.models import Dataset
 from services.api.paths import OutsideRootError, relative_inside, resolve_inside
 from services.api.schemas import DatasetCreate, DatasetOut
@@ -16,7 +16,10 @@ from wsis_core.errors import WsisInputError
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 
-@router.post("", status_code=201, response_model=DatasetOut, dependencies=Mutating)
+@router.post(
+    "", status_code=201, response_model=DatasetOut, dependencies=Mutating,
+    responses=error_responses(400, 401, 409),
+)
 def create_dataset(body: DatasetCreate, session: SessionDep, settings: SettingsDep) -> Dataset:
     """Register a dataset; 400 if its path leaves WSIS_DATA_ROOT or the folder is not a readable dataset."""
     try:
@@ -47,6 +50,6 @@ def list_datasets(session: SessionDep) -> list[Dataset]:
     return list(session.scalars(select(Dataset).order_by(Dataset.id)))
 
 
-@router.get("/{dataset_id}", response_model=DatasetOut)
+@router.get("/{dataset_id}", response_model=DatasetOut, responses=error_responses(404))
 def get_dataset(dataset_id: PathId, session: SessionDep) -> Dataset:
     return get_or_404(session, Dataset, dataset_id)

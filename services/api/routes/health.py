@@ -27,7 +27,10 @@ def _check_broker() -> None:
         connection.ensure_connection(max_retries=1, interval_start=0, timeout=BROKER_TIMEOUT_S)
 
 
-@router.get("/health", response_model=Health)
+@router.get(
+    "/health", response_model=Health,
+    responses={503: {"model": Health, "description": "Database or broker unreachable (status degraded)"}},
+)
 def health(session: SessionDep, response: Response) -> Health:
     """``status`` is ``ok`` when both the database and the broker answer (else ``degraded``, HTTP 503)."""
     database = _probe(lambda: session.execute(text("SELECT 1")))

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Header, HTTPException, Response
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
-from services.api.deps import Mutating, PathId, SessionDep, SettingsDep, get_or_404
+from services.api.deps import Mutating, PathId, SessionDep, SettingsDep, error_responses, get_or_404
 from services.api.models import Artifact, Job, Round
 from services.api.paths import OutsideRootError, resolve_inside
 from services.api.schemas import ArtifactOut, JobOut, RoundOut
@@ -15,12 +15,12 @@ from services.workers import jobs
 router = APIRouter(tags=["rounds"])
 
 
-@router.get("/rounds/{round_id}", response_model=RoundOut)
+@router.get("/rounds/{round_id}", response_model=RoundOut, responses=error_responses(404))
 def get_round(round_id: PathId, session: SessionDep) -> Round:
     return get_or_404(session, Round, round_id)
 
 
-@router.get("/rounds/{round_id}/artifacts", response_model=list[ArtifactOut])
+@router.get("/rounds/{round_id}/artifacts", response_model=list[ArtifactOut], responses=error_responses(404))
 def list_artifacts(round_id: PathId, session: SessionDep) -> list[Artifact]:
     return get_or_404(session, Round, round_id).artifacts
 
@@ -28,7 +28,11 @@ def list_artifacts(round_id: PathId, session: SessionDep) -> list[Artifact]:
 @router.get(
     "/rounds/{round_id}/pseudo-labels",
     response_class=FileResponse,
-    responses={200: {"content": {"application/json": {}}, "description": "COCO pseudo-label file"}, 304: {}},
+    responses={
+        200: {"content": {"application/json": {}}, "description": "COCO pseudo-label file"},
+        304: {"description": "Not modified (``If-None-Match`` matches the ETag)"},
+        **error_responses(404),
+    },
 )
 def download_pseudo_labels(
     round_id: PathId, session: SessionDep, settings: SettingsDep, if_none_match: str | None = Header(None)
@@ -53,7 +57,9 @@ def download_pseudo_labels(
     return FileResponse(path, media_type="application/json", filename=filename, headers={"ETag": etag})
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobOut, dependencies=Mutating)
+@router.post(
+    "/jobs/{job_id}/cancel", response_model=JobOut, dependencies=Mutating, responses=error_responses(401, 404, 409)
+)
 def cancel_job(job_id: PathId, session: SessionDep) -> Job:
     """Cancel a queued or running job; its round is cancelled and its later jobs never start. 409 if it ended."""
     job = get_or_404(session, Job, job_id)

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from services.api.deps import Mutating, PathId, SessionDep, get_or_404
+from services.api.deps import Mutating, PathId, SessionDep, error_responses, get_or_404
 from services.api.models import ACTIVE_STATUSES, FAILED, SUCCEEDED, Dataset, Job, Metric, Round, Run
 from services.api.schemas import RoundMetrics, RoundOut, RunCreate, RunOut
 from services.workers import dispatch, jobs
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 log = logging.getLogger(__name__)
 
 
-@router.post("", status_code=201, response_model=RunOut, dependencies=Mutating)
+@router.post("", status_code=201, response_model=RunOut, dependencies=Mutating, responses=error_responses(400, 401, 404))
 def create_run(body: RunCreate, session: SessionDep) -> Run:
     get_or_404(session, Dataset, body.dataset_id)
     run = Run(dataset_id=body.dataset_id, config=body.config.model_dump())
@@ -33,12 +33,15 @@ def list_runs(session: SessionDep) -> list[Run]:
     return list(session.scalars(select(Run).options(selectinload(Run.rounds)).order_by(Run.id)))
 
 
-@router.get("/{run_id}", response_model=RunOut)
+@router.get("/{run_id}", response_model=RunOut, responses=error_responses(404))
 def get_run(run_id: PathId, session: SessionDep) -> Run:
     return get_or_404(session, Run, run_id)
 
 
-@router.post("/{run_id}/rounds", status_code=202, response_model=RoundOut, dependencies=Mutating)
+@router.post(
+    "/{run_id}/rounds", status_code=202, response_model=RoundOut, dependencies=Mutating,
+    responses=error_responses(401, 404, 409, 503),
+)
 def launch_round(run_id: PathId, session: SessionDep) -> Round:
     """Queue the next round (or, after a failed or cancelled round, that round's unfinished jobs again).
 
@@ -71,7 +74,7 @@ def launch_round(run_id: PathId, session: SessionDep) -> Round:
     return round_
 
 
-@router.get("/{run_id}/metrics", response_model=list[RoundMetrics])
+@router.get("/{run_id}/metrics", response_model=list[RoundMetrics], responses=error_responses(404))
 def run_metrics(run_id: PathId, session: SessionDep) -> list[RoundMetrics]:
     """One row per (round, split) with metrics: ``{"round": k, "round_id", "split", "mAP_r@0.5": ..., ...}``."""
     get_or_404(session, Run, run_id)
