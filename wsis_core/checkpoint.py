@@ -7,7 +7,6 @@ never sees half a checkpoint, and loaded with ``weights_only=True`` (no pickled 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from wsis_core.errors import WsisInputError
+from wsis_core.io import atomic_file
 
 FORMAT = "wsis-checkpoint/1"
 
@@ -30,23 +30,16 @@ class Checkpoint:
 def save_checkpoint(path: str | Path, model: nn.Module, config: dict, classes: Sequence[str]) -> Path:
     """Write ``model``'s weights (on CPU), ``config`` (plain values) and ``classes`` to ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "config": dict(config),
         "classes": list(classes),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
     return path
 
 

@@ -35,8 +35,6 @@ Sources:
 from __future__ import annotations
 
 import multiprocessing
-import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,7 +46,7 @@ import scipy.io
 from tqdm import tqdm
 
 from wsis_core.errors import WsisInputError
-from wsis_core.io import read_json
+from wsis_core.io import atomic_file, read_json
 
 ProgressFn = Callable[[int, int], None]
 PRECOMPUTED_SUFFIXES = (".mat", ".npz", ".json")
@@ -113,15 +111,8 @@ class ProposalStore:
 
     def save(self, image_id: int, boxes: np.ndarray, objectness: np.ndarray) -> None:
         """Write one image's proposals atomically (temp file + rename), so readers never see half a file."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{image_id}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, boxes=boxes.astype(np.float32), objectness=objectness.astype(np.float32))
-            os.replace(tmp, self.path_for(image_id))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(self.path_for(image_id)) as handle:
+            np.savez(handle, boxes=boxes.astype(np.float32), objectness=objectness.astype(np.float32))
 
     def proposals_for(self, image_id: int):
         path = self.path_for(image_id)

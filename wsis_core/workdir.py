@@ -17,15 +17,13 @@ WORK/pseudo_labels.json        pseudo instance labels (COCO annotations with RLE
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from wsis_core.data.palette import read_label_png, save_label_png
 from wsis_core.errors import WsisInputError
-from wsis_core.io import read_json, write_json
+from wsis_core.io import atomic_file, read_json, write_json
 
 
 class WorkDir:
@@ -52,29 +50,17 @@ class WorkDir:
         return read_json(self.require(name))
 
     def write_label(self, folder: str, stem: str, label: np.ndarray) -> None:
-        path = self.path(folder) / f"{stem}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic(path, lambda tmp: save_label_png(tmp, label))
+        with atomic_file(self.path(folder) / f"{stem}.png") as handle:
+            save_label_png(handle, label)
 
     def read_label(self, folder: str, stem: str) -> np.ndarray:
         return read_label_png(self.require(f"{folder}/{stem}.png"))
 
     def write_scores(self, folder: str, stem: str, scores: np.ndarray) -> None:
-        path = self.path(folder) / f"{stem}.npz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic(path, lambda tmp: np.savez_compressed(tmp, scores=scores.astype(np.float16)))
+        with atomic_file(self.path(folder) / f"{stem}.npz") as handle:
+            np.savez_compressed(handle, scores=scores.astype(np.float16))
 
     def read_scores(self, folder: str, stem: str) -> np.ndarray:
         with np.load(self.require(f"{folder}/{stem}.npz")) as data:
             return data["scores"].astype(np.float32)
 
-
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
