@@ -41,40 +41,13 @@ from wsis_core.affinity import dense_affinity, pair_distances, radius_pairs, ran
 from wsis_core.backbone import iterate_images, present_classes
 from wsis_core.classifier import compute_cams, train_classifier
 from wsis_core.data.dataset import open_ground_truth, open_weak_dataset
+from wsis_core.data.synth import DIFFICULTIES, generate_dataset
 from wsis_core.data.types import VOID
 from wsis_core.peaks import find_peaks
 from wsis_core.profiles import get_profile
 from wsis_core.segmentation import build_segmentation_model, predict_score_maps, train_segmentation
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cues_quality.md"
-
-
-def _write_one(job) -> None:
-    from wsis_core.data import synth
-
-    out, image_id, size, seed, index = job
-    synth._write_example(Path(out), image_id, size, np.random.default_rng([seed, index]))
-
-
-def generate_parallel(out: Path, n_train: int, n_val: int, size: int, seed: int, workers: int) -> None:
-    """Byte-for-byte what ``generate_dataset`` writes (image i drawn from its own ``(seed, i)`` generator),
-    with the images drawn by ``workers`` processes: the benchmark's data set is large."""
-    from multiprocessing import Pool
-
-    from wsis_core.data import synth
-
-    if workers <= 1:
-        synth.generate_dataset(out, n_train, n_val, size, seed)
-        return
-    synth._prepare_output(out)
-    ids = [f"synth_{i:06d}" for i in range(1, n_train + n_val + 1)]
-    with Pool(workers) as pool:
-        pool.map(_write_one, [(str(out), image_id, size, seed, i) for i, image_id in enumerate(ids, start=1)],
-                 chunksize=16)
-    for sub in synth._LIST_DIRS:
-        for split, split_ids in (("train", ids[:n_train]), ("val", ids[n_train:])):
-            (out / sub / f"{split}.txt").write_text("".join(f"{i}\n" for i in split_ids))
-    (out / "classes.txt").write_text("".join(f"{name}\n" for name in synth.SYNTH_CLASSES))
 
 
 class CachedDataset:
@@ -350,6 +323,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--workers", type=int, default=1, help="processes that generate the data set")
+    parser.add_argument("--difficulty", choices=DIFFICULTIES, default="easy", help="of the generated data set")
     args = parser.parse_args()
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -357,7 +331,8 @@ def main() -> None:
     root = Path(args.generate or args.data)
     start = time.perf_counter()
     if args.generate:
-        generate_parallel(root, args.train, args.val, args.size, args.seed, args.workers)
+        generate_dataset(root, args.train, args.val, args.size, args.seed, difficulty=args.difficulty,
+                         workers=args.workers)
     generate_s = time.perf_counter() - start
     train = CachedDataset(open_weak_dataset(root, "train"))
     val = CachedDataset(open_weak_dataset(root, "val"))
@@ -368,7 +343,7 @@ def main() -> None:
     rw_steps = [int(t) for t in args.rw_steps.split(",") if t]
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     note = (
-        f"# Round-1 cue quality\n\nSynthetic data: {len(train)} train / {len(val)} val images of {args.size} px, "
+        f"# Round-1 cue quality\n\nSynthetic data{f' ({args.difficulty})' if args.generate else ''}: {len(train)} train / {len(val)} val images of {args.size} px, "
         f"seed {args.seed} (generated in {generate_s:.0f} s); profile `{args.profile}`"
         + (f" with {', '.join(args.set)}" if args.set else "") + f"; device: {gpu}; torch {torch.__version__}.\n\n"
         "Variants:\n\n" + "\n".join(f"* `{n}`: {o or 'profile defaults'}" for n, o in variants) + "\n\n"

@@ -3,17 +3,21 @@
     python -m services.dev [--host 127.0.0.1] [--port 8000]
 
 Migrates the database, generates ``<WSIS_DATA_ROOT>/demo`` with ``wsis synth`` when it is missing,
-starts both processes, registers the demo dataset through the API, prints the URL and stops both
-on Ctrl-C (or when either exits).
+generates an API token unless ``WSIS_API_TOKEN`` is set,
+starts both processes, waits until the API answers and the worker consumes tasks, registers the demo
+dataset through the API, prints the URL and stops both on Ctrl-C (or when either exits).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -34,26 +38,32 @@ def ensure_demo(settings: Settings) -> None:
         sys.exit("could not generate the demo dataset")
 
 
-def start(host: str, port: int) -> list[subprocess.Popen]:
-    """Worker first, then the API; each in its own session so that Ctrl-C reaches only this script."""
+def start(host: str, port: int, worker_ready: Path) -> list[subprocess.Popen]:
+    """Worker first, then the API; each in its own session so that Ctrl-C reaches only this script.
+
+    The worker touches ``worker_ready`` once it consumes tasks.
+    """
+    worker_ready.unlink(missing_ok=True)
+    worker_env = {**os.environ, "WSIS_WORKER_READY_FILE": str(worker_ready)}
     commands = [
         [sys.executable, "-m", "celery", "-A", "services.workers.celery_app", "worker",
          "-Q", "cpu,gpu", "--pool", "solo", "--loglevel", "info"],
         [sys.executable, "-m", "uvicorn", "--factory", "services.api.app:create_app",
          "--host", host, "--port", str(port)],
     ]
-    return [subprocess.Popen(command, start_new_session=True) for command in commands]
+    return [subprocess.Popen(command, start_new_session=True, env=env)
+            for command, env in zip(commands, (worker_env, None))]
 
 
-def register_demo(url: str, settings: Settings, processes: list[subprocess.Popen]) -> None:
-    """Wait for ``/api/health`` and register the demo dataset (an existing registration is kept)."""
+def register_demo(url: str, settings: Settings, processes: list[subprocess.Popen], worker_ready: Path) -> None:
+    """Wait for ``/api/health`` and the worker, then register the demo dataset (an existing registration is kept)."""
     headers = {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while True:
         if any(p.poll() is not None for p in processes) or time.monotonic() > deadline:
             raise RuntimeError("the API or the worker did not start; see the output above")
         try:
-            if httpx.get(f"{url}/api/health", timeout=5).status_code == 200:
+            if httpx.get(f"{url}/api/health", timeout=5).status_code == 200 and worker_ready.is_file():
                 break
         except httpx.TransportError:
             pass
@@ -85,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
+    if not os.environ.get("WSIS_API_TOKEN"):  # POSTs need a token; both child processes inherit it
+        os.environ["WSIS_API_TOKEN"] = secrets.token_urlsafe(24)
+        get_settings.cache_clear()
     settings = get_settings()
     prepare_folders(settings)
     upgrade_database(settings.database_url)
@@ -92,10 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://{args.host}:{args.port}"
     for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, and `kill`, stop both processes
         signal.signal(signum, _interrupt)
-    processes = start(args.host, args.port)
+    worker_ready = settings.data_root / "worker.ready"
+    processes = start(args.host, args.port, worker_ready)
     try:
-        register_demo(url, settings, processes)
-        print(f"\nwsis is running at {url}  (API docs: {url}/docs, demo dataset registered). Ctrl-C stops it.\n",
+        register_demo(url, settings, processes, worker_ready)
+        print(f"\nwsis is running at {url}  (API docs: {url}/docs, demo dataset registered). Ctrl-C stops it."
+              f"\nAPI token (status page field, or header 'Authorization: Bearer <token>'): {settings.api_token}\n",
               flush=True)
         while all(p.poll() is None for p in processes):
             time.sleep(0.5)

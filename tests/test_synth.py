@@ -123,6 +123,35 @@ def test_instances_touch_or_overlap_in_a_sample(tmp_path):
     assert touching >= 3
 
 
+def _instance_colours(root: Path) -> list[tuple[str, np.ndarray]]:
+    """(class, median RGB of the instance's labelled pixels) for every instance of the train split."""
+    classes = (root / "classes.txt").read_text().split()
+    found = []
+    for image_id in _split(root, "train"):
+        image = np.asarray(Image.open(root / "JPEGImages" / f"{image_id}.jpg").convert("RGB"), np.float32)
+        instance_map = read_label_png(root / "SegmentationObject" / f"{image_id}.png")
+        semantic = read_label_png(root / "SegmentationClass" / f"{image_id}.png")
+        for index in set(np.unique(instance_map)) - {0, VOID}:
+            pixels = instance_map == index
+            found.append((classes[int(np.median(semantic[pixels])) - 1], np.median(image[pixels], axis=0)))
+    return found
+
+
+def _nearest_class_by_colour(found: list[tuple[str, np.ndarray]]) -> float:
+    """Fraction of instances whose colour is nearest the mean colour of their own class (leave-one-in)."""
+    means = {name: np.mean([c for n, c in found if n == name], axis=0) for name in {n for n, _ in found}}
+    names = sorted(means)
+    hits = [names[int(np.argmin([np.linalg.norm(colour - means[m]) for m in names]))] == name for name, colour in found]
+    return float(np.mean(hits))
+
+
+def test_easy_paints_each_class_in_its_own_colours_and_hard_does_not(tmp_path):
+    generate_dataset(tmp_path / "easy", 24, 0, 96, seed=2, difficulty="easy")
+    generate_dataset(tmp_path / "hard", 24, 0, 96, seed=2, difficulty="hard")
+    assert _nearest_class_by_colour(_instance_colours(tmp_path / "easy")) > 0.9
+    assert _nearest_class_by_colour(_instance_colours(tmp_path / "hard")) < 0.6
+
+
 # ------------------------------------------------------------------------------------------ determinism
 def test_same_seed_gives_identical_files_and_another_seed_differs(tmp_path):
     progress = []
@@ -134,6 +163,15 @@ def test_same_seed_gives_identical_files_and_another_seed_differs(tmp_path):
     assert len(a) == 1 + 4 * 4 + 4 and a == b
     assert a.keys() == c.keys()
     assert a["JPEGImages/synth_000001.jpg"] != c["JPEGImages/synth_000001.jpg"]
+
+
+def test_worker_processes_write_the_same_files(tmp_path):
+    progress = []
+    generate_dataset(tmp_path / "serial", 5, 2, 64, seed=4)
+    generate_dataset(tmp_path / "parallel", 5, 2, 64, seed=4, workers=2,
+                     on_progress=lambda done, total: progress.append((done, total)))
+    assert _files(tmp_path / "serial") == _files(tmp_path / "parallel")
+    assert progress == [(done, 7) for done in range(1, 8)]
 
 
 def test_regenerating_replaces_an_earlier_output(tmp_path):
@@ -155,6 +193,13 @@ def test_regenerating_replaces_an_earlier_output(tmp_path):
 def test_bad_arguments_raise(tmp_path, n_train, n_val, size, seed):
     with pytest.raises(WsisInputError):
         generate_dataset(tmp_path / "out", n_train, n_val, size, seed)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("options", [{"difficulty": "medium"}, {"workers": 0}, {"workers": 1.0}])
+def test_bad_options_raise(tmp_path, options):
+    with pytest.raises(WsisInputError):
+        generate_dataset(tmp_path / "out", 1, 0, 64, seed=0, **options)
     assert not (tmp_path / "out").exists()
 
 

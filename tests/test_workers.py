@@ -1,17 +1,19 @@
-"""Celery workers: idempotent re-delivery, cancellation, failures, the artifact store, and a real worker process."""
+"""Celery workers: idempotent re-delivery, leases and lost jobs, cancellation, failures, the artifact store, and a
+real worker process."""
 
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, update
 
 from integration import fake_rounds, harness
 from services.api.db import session_scope
-from services.api.models import Artifact, Job, Metric
+from services.api.models import Artifact, Job, Metric, utcnow
 from services.api.paths import OutsideRootError
-from services.workers import dispatch, jobs, store, tasks
+from services.workers import dispatch, jobs, recovery, store, tasks
 from services.workers.celery_app import app as celery_app
 
 
@@ -34,18 +36,16 @@ def client(settings):
         yield client
 
 
-def start_round(client, config: dict | None = None) -> dict:
-    """Register the dataset, create a run and launch its first round; returns the round body."""
-    dataset = client.post("/api/datasets", json={"name": "synth", "path": "synth"}).json()
-    run = client.post("/api/runs", json={"dataset_id": dataset["id"], "config": config or {}}).json()
-    launched = client.post(f"/api/runs/{run['id']}/rounds")
-    assert launched.status_code == 202, launched.text
-    return launched.json()
-
-
 def count(settings, model) -> int:
     with session_scope(settings.database_url) as session:
         return session.scalar(select(func.count()).select_from(model))
+
+
+def lapse_lease(settings, job_id: int) -> None:
+    """Age the job's heartbeat past the lease, as if its worker had died."""
+    with session_scope(settings.database_url) as session:
+        stale = utcnow() - timedelta(seconds=settings.job_lease_s + 1)
+        session.execute(update(Job).where(Job.id == job_id).values(status="running", heartbeat_at=stale))
 
 
 def test_every_stage_has_a_late_acking_task():
@@ -71,18 +71,47 @@ def test_stage_plan_routes_gpu_stages_and_rejects_unknown_stages(settings, monke
 
 
 def test_a_redelivered_task_neither_redoes_nor_duplicates_its_stage(client, settings, eager):
-    round_ = start_round(client)
+    round_ = harness.start_round(client)
     assert round_["status"] == "succeeded"
     computed, artifacts, metrics = list(fake_rounds.COMPUTED), count(settings, Artifact), count(settings, Metric)
     evaluate = round_["jobs"][-1]["id"]
     assert tasks.run_job(evaluate, "redelivered-after-success") == "skipped"
-    with session_scope(settings.database_url) as session:  # the worker died after the stage, before the ack
-        session.execute(update(Job).where(Job.id == evaluate).values(status="running"))
+    lapse_lease(settings, evaluate)  # the worker died after the stage, before the ack
     assert tasks.run_job(evaluate, "redelivered-after-crash") == "succeeded"
     assert fake_rounds.COMPUTED == computed
     assert (count(settings, Artifact), count(settings, Metric)) == (artifacts, metrics)
     job = client.get(f"/api/rounds/{round_['id']}").json()["jobs"][-1]
     assert (job["status"], job["attempts"], job["celery_task_id"]) == ("succeeded", 2, "redelivered-after-crash")
+
+
+def test_a_lost_job_is_queued_again_once_and_its_old_attempt_is_fenced_out(client, settings, eager, monkeypatch):
+    sent, send = [], dispatch.enqueue
+    monkeypatch.setattr(dispatch, "enqueue", sent.append)
+    round_ = harness.start_round(client)
+    first = round_["jobs"][0]["id"]
+    with session_scope(settings.database_url) as session:
+        old = jobs.start(session, first, "task-1", "running on cpu", settings.job_lease_s)
+    duplicate = tasks.STAGE_TASKS["cues"]
+    duplicate.push_request(id="duplicate", chain=[{"task": "wsis.stage.mil"}])
+    try:  # a live lease: nobody else runs the job, and the holder carries the chain on
+        assert (duplicate.run(first), duplicate.request.chain) == (jobs.HELD, None)
+    finally:
+        duplicate.pop_request()
+    assert recovery.recover_lost_jobs(settings) == 0
+    lapse_lease(settings, first)
+    assert (recovery.recover_lost_jobs(settings), recovery.recover_lost_jobs(settings)) == (1, 0)
+    assert [[job.id for job in chain] for chain in sent[1:]] == [[job["id"] for job in round_["jobs"]]]
+    with session_scope(settings.database_url) as session:
+        assert not jobs.heartbeat(session, old)
+    with pytest.raises(jobs.JobCancelled):
+        jobs.ProgressReporter(settings.database_url, old)(1, 2)
+    send(sent[1])
+    with session_scope(settings.database_url) as session:
+        assert jobs.finish(session, old, [], {}) == "cancelled"
+    round_ = client.get(f"/api/rounds/{round_['id']}").json()
+    assert round_["status"] == "succeeded"
+    assert [job["attempts"] for job in round_["jobs"]] == [2, 1, 1, 1]
+    assert [stage for stage, _ in fake_rounds.COMPUTED] == list(fake_rounds.STAGES)
 
 
 def test_cancelling_a_running_stage_stops_it_at_its_next_progress_report(client, settings, eager, monkeypatch):
@@ -95,7 +124,7 @@ def test_cancelling_a_running_stage_stops_it_at_its_next_progress_report(client,
         return real_run_stage(stage, **kwargs)
 
     monkeypatch.setattr(fake_rounds, "run_stage", cancelled_while_running)
-    round_ = start_round(client)
+    round_ = harness.start_round(client)
     assert round_["status"] == "cancelled"
     assert [j["status"] for j in round_["jobs"]] == ["succeeded", "cancelled", "cancelled", "cancelled"]
     assert [stage for stage, _ in fake_rounds.COMPUTED] == ["cues"]
@@ -107,7 +136,7 @@ def test_an_unexpected_error_fails_the_job_with_its_message_and_is_raised(client
 
     monkeypatch.setattr(dispatch, "enqueue", lambda _jobs: None)
     monkeypatch.setattr(fake_rounds, "run_stage", broken)
-    round_ = start_round(client)
+    round_ = harness.start_round(client)
     with pytest.raises(RuntimeError, match="cues exploded"):
         tasks.run_job(round_["jobs"][0]["id"], "task-1")
     round_ = client.get(f"/api/rounds/{round_['id']}").json()
@@ -119,10 +148,10 @@ def test_an_unexpected_error_fails_the_job_with_its_message_and_is_raised(client
 
 def test_progress_reports_are_written_and_clamped(client, settings, monkeypatch):
     monkeypatch.setattr(dispatch, "enqueue", lambda _jobs: None)
-    job_id = start_round(client)["jobs"][0]["id"]
+    job_id = harness.start_round(client)["jobs"][0]["id"]
     with session_scope(settings.database_url) as session:
-        jobs.start(session, job_id, "task-1", "running on cpu")
-    report = jobs.ProgressReporter(settings.database_url, job_id)
+        ctx = jobs.start(session, job_id, "task-1", "running on cpu", settings.job_lease_s)
+    report = jobs.ProgressReporter(settings.database_url, ctx)
     report(3, 8)
     with session_scope(settings.database_url) as session:
         assert session.get(Job, job_id).progress == pytest.approx(3 / 8)
@@ -149,13 +178,11 @@ def test_the_store_hashes_files_and_folders_and_refuses_outside_paths(tmp_path):
 
 
 def test_a_real_worker_runs_a_round_on_the_embedded_broker(tmp_path, monkeypatch, synth_dataset):
-    settings = harness.service_settings(
-        monkeypatch, tmp_path, harness.data_root_with(tmp_path, synth_dataset),
-        broker_url=f"sqla+sqlite:///{tmp_path}/broker.sqlite", result_backend=f"db+sqlite:///{tmp_path}/results.sqlite",
-    )
+    data_root = harness.data_root_with(tmp_path, synth_dataset)
+    settings = harness.service_settings(monkeypatch, tmp_path, data_root, **harness.embedded_service_urls(tmp_path))
     log = tmp_path / "worker.log"
     with harness.api_client(settings) as client, harness.celery_worker(settings, log):
-        launched = start_round(client)
+        launched = harness.start_round(client)
         assert launched["status"] == "queued"
         round_ = harness.wait_for_round(client, launched["id"])
         assert round_["status"] == "succeeded", harness.log_tail(log)

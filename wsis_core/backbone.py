@@ -15,7 +15,6 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from itertools import accumulate
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,15 +23,11 @@ import torchvision
 from torch import nn
 
 from wsis_core.errors import WsisInputError
-
-if TYPE_CHECKING:
-    from wsis_core.profiles import Profile
+from wsis_core.profiles import BACKBONE_NAMES, OUTPUT_STRIDES, Profile
 
 BACKBONES: dict[str, Callable[[], torchvision.models.ResNet]] = {
-    "resnet18": torchvision.models.resnet18,
-    "resnet50": torchvision.models.resnet50,
+    name: getattr(torchvision.models, name) for name in BACKBONE_NAMES
 }
-OUTPUT_STRIDES = (8, 16, 32)
 # Dilation of (layer3, layer4) per output stride: each dilated stage keeps its input resolution.
 _DILATIONS = {32: (1, 1), 16: (1, 2), 8: (2, 4)}
 

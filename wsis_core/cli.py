@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from wsis_core.data.synth import DIFFICULTIES
 from wsis_core.errors import WsisInputError
 
 EXIT_USAGE = 2
@@ -36,7 +37,8 @@ class _ProgressBar:
 def cmd_synth(args: argparse.Namespace) -> None:
     from wsis_core.data.synth import generate_dataset
 
-    generate_dataset(Path(args.out), args.train, args.val, args.size, args.seed, on_progress=_ProgressBar("synth"))
+    generate_dataset(Path(args.out), args.train, args.val, args.size, args.seed, on_progress=_ProgressBar("synth"),
+                     difficulty=args.difficulty, workers=args.workers)
     print(f"wrote {args.train} train + {args.val} val images to {args.out}")
 
 
@@ -179,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--val", type=int, default=40, help="number of validation images")
     synth.add_argument("--size", type=int, default=160, help="image side in pixels")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--difficulty", choices=DIFFICULTIES, default="easy",
+                       help="easy: each class has its own colours; hard: colour says nothing, only the shape")
+    synth.add_argument("--workers", type=int, default=1, help="processes drawing the images (same files)")
     synth.set_defaults(handler=cmd_synth)
 
     convert = commands.add_parser("convert", help="write a split's ground truth as COCO JSON")

@@ -13,8 +13,12 @@ import dataclasses
 import typing
 from dataclasses import dataclass
 
-from wsis_core.backbone import BACKBONES, OUTPUT_STRIDES
 from wsis_core.errors import WsisInputError
+
+# Names of torchvision ResNet constructors (wsis_core.backbone builds them) and their output strides.
+# Kept here, without importing torch, so that the API validates run configurations cheaply.
+BACKBONE_NAMES = ("resnet18", "resnet50")
+OUTPUT_STRIDES = (8, 16, 32)
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ class Profile:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             _check_type(f.name, getattr(self, f.name), _HINTS[f.name])
-        _require(self.backbone in BACKBONES, "backbone", self.backbone, f"choose from {', '.join(BACKBONES)}")
+        _require(self.backbone in BACKBONE_NAMES, "backbone", self.backbone, f"choose from {', '.join(BACKBONE_NAMES)}")
         _require(self.output_stride in OUTPUT_STRIDES, "output_stride", self.output_stride, f"one of {OUTPUT_STRIDES}")
         _require(self.input_size >= 32, "input_size", self.input_size, "at least 32")
         for name in ("infer_batch_size", "cls_batch_size", "aff_batch_size", "seg_batch_size", "aff_radius", "rw_t"):

@@ -129,7 +129,7 @@ class Round(Base):
 
 
 class Job(Base):
-    """One stage of a round: status, progress 0-1, Celery task id, attempts, timings, error."""
+    """One stage of a round: status, progress 0-1, Celery task id, attempts, timings, error, lease heartbeat."""
 
     __tablename__ = "jobs"
     __table_args__ = (
@@ -152,6 +152,8 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error: Mapped[str | None] = mapped_column(Text)
+    # Renewed by the worker running the job; a running job whose heartbeat is older than the lease was lost.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     round: Mapped[Round] = relationship(back_populates="jobs")
 

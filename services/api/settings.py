@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,16 +27,21 @@ class Settings(BaseSettings):
     api_token: str | None = None
     # Module with the round contract (STAGES, GPU_STAGES, run_stage, round_metrics); tests name a fake.
     stage_backend: str = "wsis_core.rounds"
+    # A worker touches this file once it consumes tasks (``make run`` waits for it before printing the URL).
+    worker_ready_file: Path | None = None
+    # A worker renews the lease of its running job every quarter of this; a running job whose lease lapsed
+    # (its worker was killed or lost) is queued again by a live worker (see docs/service.md, Reliability).
+    job_lease_s: float = Field(60.0, gt=0)
 
     @field_validator("data_root", "artifact_root")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
         return path.expanduser().resolve()
 
-    @field_validator("api_token")
+    @field_validator("api_token", "worker_ready_file", mode="before")
     @classmethod
-    def _empty_is_none(cls, token: str | None) -> str | None:
-        return token or None
+    def _empty_is_none(cls, value: str | Path | None) -> str | Path | None:
+        return value or None
 
 
 @lru_cache

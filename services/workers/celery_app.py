@@ -1,17 +1,21 @@
 """The Celery application: broker and result backend from the settings, late acks, ``cpu``/``gpu`` queues.
 
-Start a worker with ``celery -A services.workers.celery_app worker -Q cpu,gpu --pool solo``.
+Start a worker with ``celery -A services.workers.celery_app worker -Q cpu,gpu --pool solo``. Each
+worker also queues again the jobs of lost workers (``services.workers.recovery``).
 """
 
 from __future__ import annotations
 
+import threading
+
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_ready, worker_shutdown
 
 from services.api.settings import Settings, get_settings, prepare_folders
 
 CPU_QUEUE, GPU_QUEUE = "cpu", "gpu"
-# Redis re-delivers an unacknowledged task after this long; it must exceed the longest stage.
+# Redis re-delivers an unacknowledged task after this long; it must exceed the longest stage. A killed
+# worker's job does not wait for it: the job's lease lapses and a live worker queues it again.
 VISIBILITY_TIMEOUT_S = 24 * 3600
 
 
@@ -48,3 +52,27 @@ configure(app, get_settings())
 @worker_init.connect
 def _prepare(**_kwargs) -> None:
     prepare_folders(get_settings())
+
+
+@worker_ready.connect
+def _announce_ready(**_kwargs) -> None:
+    ready_file = get_settings().worker_ready_file
+    if ready_file is not None:
+        ready_file.parent.mkdir(parents=True, exist_ok=True)
+        ready_file.touch()
+
+
+_stop_recovery = threading.Event()
+
+
+@worker_ready.connect
+def _start_recovery(**_kwargs) -> None:
+    from services.workers import recovery  # imports the tasks, which import this module
+
+    threading.Thread(target=recovery.watch, args=(get_settings(), _stop_recovery), name="wsis-recovery",
+                     daemon=True).start()
+
+
+@worker_shutdown.connect
+def _stop_recovery_thread(**_kwargs) -> None:
+    _stop_recovery.set()

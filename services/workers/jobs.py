@@ -2,13 +2,19 @@
 
 Every change is a conditional UPDATE (``... WHERE status IN (...)``), so a worker finishing a
 stage and a user cancelling it cannot overwrite each other.
+
+A running job holds a lease: its worker renews ``heartbeat_at`` (``heartbeat``), and a running job
+whose heartbeat is older than the lease was lost with its worker. ``recover_lost`` queues such jobs
+again and ``start`` lets a new attempt claim them. Writes of an attempt are fenced by its number
+(``attempts``), so an attempt that lost its lease can neither report nor finish its job.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -30,10 +36,12 @@ from services.api.models import (
 from services.workers.store import ArtifactRecord
 
 PROGRESS_STEP = 0.01  # smallest progress change written to the database
+SKIPPED = "skipped"  # a task whose job had already ended (a re-delivered task): nothing to do
+HELD = "held"  # a task whose job another attempt holds (its lease is live): nothing to do
 
 
 class JobCancelled(Exception):
-    """Raised inside a stage (from its progress callback) once its job was cancelled."""
+    """Raised inside a stage (from its progress callback) once its job was cancelled or its attempt lost the lease."""
 
 
 @dataclass(frozen=True)
@@ -48,19 +56,21 @@ class JobContext:
     config: dict  # the run's config plus the dataset's classes and splits: a wsis_core.rounds.RunConfig dict
     dataset_path: str
     val_split: str
+    attempt: int  # the job's ``attempts`` after this claim: writes of an earlier attempt are fenced out
 
 
-def start(session: Session, job_id: int, task_id: str | None, message: str) -> JobContext | None:
-    """Claim a queued (or re-delivered running) job; None if it is finished, cancelled or unknown."""
+def start(session: Session, job_id: int, task_id: str | None, message: str, lease_s: float) -> JobContext | str:
+    """Claim a queued job, or a running one whose lease lapsed; else SKIPPED (it ended, or is unknown) or HELD."""
+    now = utcnow()
     claimed = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status.in_(ACTIVE_STATUSES))
+        .where(Job.id == job_id, or_(Job.status == QUEUED, and_(Job.status == RUNNING, _lapsed(now, lease_s))))
         .values(status=RUNNING, attempts=Job.attempts + 1, celery_task_id=task_id, message=message, error=None,
-                started_at=func.coalesce(Job.started_at, utcnow()))
+                started_at=func.coalesce(Job.started_at, now), heartbeat_at=now)
     ).rowcount
-    if not claimed:
-        return None
     job = session.get(Job, job_id)
+    if not claimed:
+        return HELD if job is not None and job.status == RUNNING else SKIPPED
     round_ = job.round
     session.execute(
         update(Round).where(Round.id == round_.id, Round.status == QUEUED).values(status=RUNNING, started_at=utcnow())
@@ -68,38 +78,69 @@ def start(session: Session, job_id: int, task_id: str | None, message: str) -> J
     run, dataset = round_.run, round_.run.dataset
     config = {**run.config, "classes": list(dataset.classes), "train_split": dataset.train_split,
               "val_split": dataset.val_split}
-    return JobContext(job.id, job.stage, round_.id, round_.number, run.id, config, dataset.path, dataset.val_split)
+    return JobContext(job.id, job.stage, round_.id, round_.number, run.id, config, dataset.path, dataset.val_split,
+                      job.attempts)
+
+
+def heartbeat(session: Session, ctx: JobContext) -> bool:
+    """Renew the lease of ``ctx``'s attempt; False once the job ended or another attempt took it over."""
+    return bool(session.execute(update(Job).where(_held_by(ctx)).values(heartbeat_at=utcnow())).rowcount)
+
+
+def recover_lost(session: Session, lease_s: float) -> list[list[Job]]:
+    """Queue again the running jobs whose lease lapsed (their worker died); returns the jobs to enqueue, per round.
+
+    Each lost job comes with the round's queued jobs after it (they were in the lost task's chain).
+    Two workers recovering at once requeue a job only once: the UPDATE re-checks the lapsed lease.
+    """
+    now = utcnow()
+    lost = session.scalars(select(Job).where(Job.status == RUNNING, _lapsed(now, lease_s)).order_by(Job.id)).all()
+    chains = []
+    for job in lost:
+        requeued = session.execute(
+            update(Job).where(Job.id == job.id, Job.status == RUNNING, _lapsed(now, lease_s))
+            .values(status=QUEUED, progress=0.0, heartbeat_at=None,
+                    message=f"queued again: its worker sent no heartbeat for {lease_s:g} s")
+        ).rowcount
+        if requeued:
+            later = [other for other in job.round.jobs if other.position > job.position and other.status == QUEUED]
+            chains.append([job, *later])
+    return chains
 
 
 def finish(
     session: Session, ctx: JobContext, artifacts: list[ArtifactRecord], metrics: dict[str, float | None]
 ) -> str:
-    """Record outputs (upserts: a re-run never duplicates them) and mark the job, and maybe its round, done."""
+    """Mark the job, and maybe its round, done and record its outputs (upserts: a re-run never duplicates them).
+
+    CANCELLED (nothing recorded) if the job was cancelled meanwhile or another attempt took it over.
+    """
+    done = session.execute(
+        update(Job).where(_held_by(ctx)).values(status=SUCCEEDED, progress=1.0, finished_at=utcnow(), message="done")
+    ).rowcount
+    if not done:
+        return CANCELLED
     for record in artifacts:
         _upsert(session, Artifact, ("round_id", "stage", "kind"), round_id=ctx.round_id, stage=ctx.stage,
                 kind=record.kind, path=record.path, size=record.size, sha256=record.sha256, created_at=utcnow())
     for name, value in metrics.items():
         _upsert(session, Metric, ("round_id", "split", "name"), round_id=ctx.round_id, split=ctx.val_split,
                 name=name, value=value)
-    done = session.execute(
-        update(Job).where(Job.id == ctx.job_id, Job.status == RUNNING)
-        .values(status=SUCCEEDED, progress=1.0, finished_at=utcnow(), message="done")
-    ).rowcount
     left = session.scalar(
         select(func.count()).select_from(Job).where(Job.round_id == ctx.round_id, Job.status != SUCCEEDED)
     )
     if not left:
         _close_round(session, ctx.round_id, SUCCEEDED)
-    return SUCCEEDED if done else CANCELLED
+    return SUCCEEDED
 
 
 def fail(session: Session, ctx: JobContext, error: str) -> None:
-    """Mark the job and its round failed; the round's queued jobs are cancelled."""
-    session.execute(
-        update(Job).where(Job.id == ctx.job_id, Job.status == RUNNING)
-        .values(status=FAILED, error=error, message="failed", finished_at=utcnow())
-    )
-    stop_round(session, ctx.round_id, FAILED, f"not run: stage {ctx.stage} failed")
+    """Mark the job and its round failed (the round's queued jobs are cancelled), unless the attempt lost the job."""
+    failed = session.execute(
+        update(Job).where(_held_by(ctx)).values(status=FAILED, error=error, message="failed", finished_at=utcnow())
+    ).rowcount
+    if failed:
+        stop_round(session, ctx.round_id, FAILED, f"not run: stage {ctx.stage} failed")
 
 
 def cancel(session: Session, job: Job) -> bool:
@@ -133,6 +174,16 @@ def requeue(session: Session, round_: Round) -> list[Job]:
     return pending
 
 
+def _lapsed(now: datetime, lease_s: float) -> ColumnElement[bool]:
+    """The job's lease lapsed: no heartbeat (nor, for a row without one, a start) within ``lease_s``."""
+    return func.coalesce(Job.heartbeat_at, Job.started_at) < now - timedelta(seconds=lease_s)
+
+
+def _held_by(ctx: JobContext) -> ColumnElement[bool]:
+    """The job is still running under ``ctx``'s attempt."""
+    return and_(Job.id == ctx.job_id, Job.status == RUNNING, Job.attempts == ctx.attempt)
+
+
 def _close_round(session: Session, round_id: int, status: str) -> None:
     session.execute(
         update(Round).where(Round.id == round_id, Round.status.in_(ACTIVE_STATUSES))
@@ -149,11 +200,11 @@ def _upsert(session: Session, model, keys: tuple[str, ...], **values) -> None:
 
 
 class ProgressReporter:
-    """The ``on_progress(done, total=1.0)`` callback of a stage: writes progress, stops a cancelled job."""
+    """The ``on_progress(done, total=1.0)`` callback of a stage: writes progress, stops a cancelled or lost job."""
 
-    def __init__(self, database_url: str, job_id: int):
+    def __init__(self, database_url: str, ctx: JobContext):
         self.database_url = database_url
-        self.job_id = job_id
+        self.ctx = ctx
         self.written = 0.0
 
     def __call__(self, done: float, total: float = 1.0) -> None:
@@ -161,9 +212,7 @@ class ProgressReporter:
         if fraction - self.written < PROGRESS_STEP and fraction < 1.0:
             return
         with session_scope(self.database_url) as session:
-            still_running = session.execute(
-                update(Job).where(Job.id == self.job_id, Job.status == RUNNING).values(progress=fraction)
-            ).rowcount
+            still_running = session.execute(update(Job).where(_held_by(self.ctx)).values(progress=fraction)).rowcount
         if not still_running:
-            raise JobCancelled(f"job {self.job_id} was cancelled")
+            raise JobCancelled(f"job {self.ctx.job_id} was cancelled or taken over by another attempt")
         self.written = fraction

@@ -1,17 +1,23 @@
 """One Celery task per stage of a round, each a thin wrapper over the backend's ``run_stage``.
 
 A task takes its Job id. It claims the job (skipping one that already ended: a re-delivered task
-does nothing twice), runs the stage with a progress callback on the Job row, records the outputs
-as Artifact rows (and Metric rows when the stage wrote metrics) and marks the job done. Stages
-are idempotent, so a task re-delivered after a lost worker finds the finished outputs.
+does nothing twice), runs the stage with a progress callback on the Job row while a thread renews
+the job's lease, records the outputs as Artifact rows (and Metric rows when the stage wrote
+metrics) and marks the job done. Stages are idempotent, so a task re-delivered after a lost worker
+finds the finished outputs. The round's chain goes on after a job that succeeded, or had ended
+before (a re-delivered task); it stops after a failure or a cancellation, and at a job that another
+attempt holds (that attempt carries the round on).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 from services.api.db import session_scope
-from services.api.models import CANCELLED, FAILED
+from services.api.models import CANCELLED, FAILED, SUCCEEDED
 from services.api.paths import resolve_inside
 from services.api.settings import get_settings
 from services.workers import backend, jobs, store
@@ -19,6 +25,8 @@ from services.workers.celery_app import app
 from wsis_core.errors import WsisInputError
 
 STAGE_NAMES = ("cues", "proposals", "mil", "ss", "ccgr", "pseudo_labels", "is_train", "evaluate")
+
+HEARTBEATS_PER_LEASE = 4
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +39,22 @@ def pick_device() -> str:
 
 
 def run_job(job_id: int, task_id: str | None) -> str:
-    """Run the stage of job ``job_id``; returns the job's final status (``skipped`` if it had already ended)."""
+    """Run the stage of job ``job_id``; returns the job's final status, or SKIPPED / HELD if it was not claimed."""
     settings = get_settings()
     device = pick_device()
     with session_scope(settings.database_url) as session:
-        ctx = jobs.start(session, job_id, task_id, f"running on {device}")
-    if ctx is None:
-        return "skipped"
+        ctx = jobs.start(session, job_id, task_id, f"running on {device}", settings.job_lease_s)
+    if isinstance(ctx, str):
+        return ctx
     rounds = backend.load()
     run_dir = store.run_dir(settings.artifact_root, ctx.run_id)
     try:
-        outputs = rounds.run_stage(
-            ctx.stage, data=resolve_inside(settings.data_root, ctx.dataset_path), run_dir=run_dir,
-            round_number=ctx.round_number, config=ctx.config, device=device,
-            on_progress=jobs.ProgressReporter(settings.database_url, job_id),
-        )
+        with leased(settings.database_url, ctx, settings.job_lease_s / HEARTBEATS_PER_LEASE):
+            outputs = rounds.run_stage(
+                ctx.stage, data=resolve_inside(settings.data_root, ctx.dataset_path), run_dir=run_dir,
+                round_number=ctx.round_number, config=ctx.config, device=device,
+                on_progress=jobs.ProgressReporter(settings.database_url, ctx),
+            )
         records = [store.describe(settings.artifact_root, kind, path) for kind, path in outputs.items()]
         metrics = rounds.round_metrics(run_dir, ctx.round_number) if "metrics" in outputs else {}
         metrics = {str(name): None if value is None else float(value) for name, value in metrics.items()}
@@ -61,6 +70,29 @@ def run_job(job_id: int, task_id: str | None) -> str:
         raise
 
 
+@contextmanager
+def leased(database_url: str, ctx: jobs.JobContext, interval_s: float) -> Iterator[None]:
+    """Renew the job's lease every ``interval_s`` from a thread while the block runs."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(interval_s):
+            try:
+                with session_scope(database_url) as session:
+                    if not jobs.heartbeat(session, ctx):
+                        return  # the job ended, or another attempt took it over
+            except Exception:  # the database may come back before the lease lapses
+                log.exception("job %s: heartbeat failed", ctx.job_id)
+
+    thread = threading.Thread(target=renew, name=f"lease-job-{ctx.job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def _record_failure(database_url: str, ctx: jobs.JobContext, error: str) -> None:
     log.warning("job %s (%s) failed: %s", ctx.job_id, ctx.stage, error)
     with session_scope(database_url) as session:
@@ -70,7 +102,10 @@ def _record_failure(database_url: str, ctx: jobs.JobContext, error: str) -> None
 def _stage_task(stage: str):
     @app.task(name=f"wsis.stage.{stage}", bind=True, acks_late=True, reject_on_worker_lost=True)
     def stage_task(self, job_id: int) -> str:
-        return run_job(job_id, self.request.id)
+        status = run_job(job_id, self.request.id)
+        if status not in (SUCCEEDED, jobs.SKIPPED):
+            self.request.chain = None  # the round stopped, or another attempt of this job carries it on
+        return status
 
     stage_task.__doc__ = f"Run the {stage!r} stage of a round for Job ``job_id``."
     return stage_task

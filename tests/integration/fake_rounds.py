@@ -4,17 +4,21 @@ Selected with ``WSIS_STAGE_BACKEND=integration.fake_rounds`` (``tests/`` on the 
 ``pseudo_labels`` writes a COCO file that pycocotools loads (one whole-image instance per image
 label of the train split); ``evaluate`` writes fixed metrics. Like the real stages it is idempotent
 (``COMPUTED`` lists the stages it actually computed in this process), reports progress per image,
-and a file ``fail_<stage>`` in the dataset folder makes that stage raise WsisInputError.
+and ``mil`` decodes every train image with the real loader (a corrupt image fails it with the
+loader's message). Files in the dataset folder inject faults: ``fail_<stage>`` makes that stage
+raise WsisInputError, ``hold_<stage>`` parks it half-way (progress 0.5) until the file is removed.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from wsis_core.data.dataset import open_weak_dataset
+from wsis_core.data.images import load_rgb
 from wsis_core.errors import WsisInputError
 from wsis_core.io import read_json, write_json
 
@@ -25,6 +29,7 @@ METRICS = {"mAP_r@0.25": 41.5, "mAP_r@0.5": 22.0, "mAP_r@0.75": 5.25, "mAP_b@0.5
 OUTPUTS = {"cues": ("score_maps", "score_maps"), "mil": ("mil_boxes", "mil_boxes.json"),
            "pseudo_labels": ("pseudo_labels", "pseudo_labels.json"), "evaluate": ("metrics", "metrics.json")}
 COMPUTED: list[tuple[str, int]] = []
+HOLD_POLL_S = 0.05
 
 
 def run_stage(stage: str, *, data: Path, run_dir: Path, round_number: int, config: dict,
@@ -39,6 +44,8 @@ def run_stage(stage: str, *, data: Path, run_dir: Path, round_number: int, confi
     for done in range(1, len(dataset) + 1):
         if on_progress is not None:
             on_progress(done, len(dataset))
+        if done == len(dataset) // 2:
+            _hold(Path(data) / f"hold_{stage}")
     COMPUTED.append((stage, round_number))
     {"cues": _score_maps, "mil": _boxes, "pseudo_labels": _pseudo_labels, "evaluate": _metrics}[stage](dataset, out)
     return {kind: out}
@@ -47,6 +54,12 @@ def run_stage(stage: str, *, data: Path, run_dir: Path, round_number: int, confi
 def round_metrics(run_dir: Path, round_number: int) -> dict[str, float | None]:
     path = Path(run_dir) / f"round_{round_number}" / "metrics.json"
     return read_json(path) if path.exists() else {}
+
+
+def _hold(marker: Path) -> None:
+    """Wait while ``marker`` exists (the test removes it to let the stage go on)."""
+    while marker.exists():
+        time.sleep(HOLD_POLL_S)
 
 
 def _annotations(dataset, with_masks: bool) -> list[dict]:
@@ -71,6 +84,8 @@ def _score_maps(dataset, out: Path) -> None:
 
 
 def _boxes(dataset, out: Path) -> None:
+    for info in dataset.images:
+        load_rgb(info.path)
     write_json(out, _annotations(dataset, with_masks=False))
 
 

@@ -1,4 +1,4 @@
-"""Helpers of the service tests: environment, API client, a real Celery worker process, live services.
+"""Helpers of the service tests: environment, API client, real worker and API processes, live services.
 
 Importable as ``integration.harness`` (``tests/`` is on the import path under pytest). Under
 ``CI=true`` a test that needs an unreachable PostgreSQL or Redis fails instead of being skipped.
@@ -9,14 +9,16 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -67,7 +69,41 @@ def api_client(settings: Settings) -> Iterator[TestClient]:
     get_settings.cache_clear()
 
 
-def wait_for_round(client: TestClient, round_id: int, timeout_s: float = 120) -> dict:
+def embedded_service_urls(tmp_path: Path) -> dict[str, str]:
+    """Broker and result backend of ``make run`` (SQLite files under ``tmp_path``; no server)."""
+    return {"broker_url": f"sqla+sqlite:///{tmp_path}/broker.sqlite",
+            "result_backend": f"db+sqlite:///{tmp_path}/results.sqlite"}
+
+
+@contextmanager
+def live_service_urls() -> Iterator[dict[str, str]]:
+    """Database, broker and result backend on PostgreSQL and Redis (throwaway database and Redis db)."""
+    with throwaway_postgres_database() as database_url, throwaway_redis_database() as redis_url:
+        yield {"database_url": database_url, "broker_url": redis_url, "result_backend": redis_url}
+
+
+def start_round(client, config: dict | None = None) -> dict:
+    """Register the dataset ``synth``, create a run and launch its first round; returns the round body."""
+    dataset = client.post("/api/datasets", json={"name": "synth", "path": "synth"}).json()
+    run = client.post("/api/runs", json={"dataset_id": dataset["id"], "config": config or {}}).json()
+    launched = client.post(f"/api/runs/{run['id']}/rounds")
+    assert launched.status_code == 202, launched.text
+    return launched.json()
+
+
+def wait_for_job(client, round_id: int, stage: str, condition: Callable[[dict], bool], timeout_s: float = 60) -> dict:
+    """Poll the round until its ``stage`` job satisfies ``condition``; returns the job (fails after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = next(j for j in client.get(f"/api/rounds/{round_id}").json()["jobs"] if j["stage"] == stage)
+        if condition(job):
+            return job
+        if time.monotonic() > deadline:
+            pytest.fail(f"job {stage} of round {round_id} never got there: {job}")
+        time.sleep(0.2)
+
+
+def wait_for_round(client: TestClient | httpx.Client, round_id: int, timeout_s: float = 120) -> dict:
     """Poll ``GET /api/rounds/{id}`` until the round ends (or ``timeout_s`` passes); returns the last body."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -78,13 +114,14 @@ def wait_for_round(client: TestClient, round_id: int, timeout_s: float = 120) ->
 
 
 @contextmanager
-def celery_worker(settings: Settings, log_path: Path) -> Iterator[subprocess.Popen]:
-    """A real ``celery worker`` process (queues cpu and gpu, solo pool) with ``settings`` as its environment."""
+def service_process(command: list[str], settings: Settings, log_path: Path) -> Iterator[subprocess.Popen]:
+    """A child process with ``settings`` as its environment and output in ``log_path``; SIGTERM afterwards.
+
+    A test may kill it earlier (``process.kill()`` is SIGKILL); stopping a dead process is a no-op.
+    """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}
     for name, value in settings.model_dump().items():
         env[f"WSIS_{name.upper()}"] = "" if value is None else str(value)
-    command = [sys.executable, "-m", "celery", "-A", "services.workers.celery_app", "worker", "-Q", "cpu,gpu",
-               "--pool", "solo", "--loglevel", "info", "--without-gossip", "--without-mingle", "--without-heartbeat"]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -96,6 +133,47 @@ def celery_worker(settings: Settings, log_path: Path) -> Iterator[subprocess.Pop
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def celery_worker(settings: Settings, log_path: Path):
+    """A real ``celery worker`` process (queues cpu and gpu, solo pool); a context manager of its Popen."""
+    command = [sys.executable, "-m", "celery", "-A", "services.workers.celery_app", "worker", "-Q", "cpu,gpu",
+               "--pool", "solo", "--loglevel", "info", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    return service_process(command, settings, log_path)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def api_server(settings: Settings, log_path: Path, port: int,
+               timeout_s: float = 60) -> Iterator[tuple[subprocess.Popen, httpx.Client]]:
+    """A real ``uvicorn`` process of the API on ``port`` (database migrated first) and a client of it.
+
+    Yields once ``/api/health`` answers; fails the test if the process exits or ``timeout_s`` passes first.
+    """
+    upgrade_database(settings.database_url)
+    command = [sys.executable, "-m", "uvicorn", "--factory", "services.api.app:create_app",
+               "--host", "127.0.0.1", "--port", str(port)]
+    with service_process(command, settings, log_path) as process, \
+            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        deadline = time.monotonic() + timeout_s
+        while not _answers(client):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the API did not start:\n{log_tail(log_path)}")
+            time.sleep(0.2)
+        yield process, client
+
+
+def _answers(client: httpx.Client) -> bool:
+    try:
+        return client.get("/api/health").status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def log_tail(path: Path, lines: int = 40) -> str:

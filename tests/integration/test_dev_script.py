@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 
 import httpx
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from integration.harness import free_port
 
 
 def test_dev_script_serves_the_demo_dataset_and_stops_on_ctrl_c(tmp_path):

@@ -20,11 +20,8 @@ def test_a_round_on_postgres_and_redis_with_a_real_worker(tmp_path, monkeypatch)
     data_root = tmp_path / "data"
     generate_dataset(data_root / "tiny", n_train=10, n_val=4, size=64, seed=5)
     log = tmp_path / "worker.log"
-    with harness.throwaway_postgres_database() as database_url, harness.throwaway_redis_database() as redis_url:
-        settings = harness.service_settings(
-            monkeypatch, tmp_path, data_root, database_url=database_url, broker_url=redis_url,
-            result_backend=redis_url, stage_backend=STAGE_BACKEND,
-        )
+    with harness.live_service_urls() as urls:
+        settings = harness.service_settings(monkeypatch, tmp_path, data_root, stage_backend=STAGE_BACKEND, **urls)
         with harness.api_client(settings) as client, harness.celery_worker(settings, log):
             assert client.get("/api/health").json() == {"status": "ok", "database": "ok", "broker": "ok"}
             dataset = client.post("/api/datasets", json={"name": "tiny", "path": "tiny"}).json()

@@ -6,8 +6,14 @@ Design goals, so that the weakly supervised task stays meaningful:
   (ellipse + round ears), ``fish`` (ellipse + tail fin), ``house`` (rectangle + roof), ``cart``
   (rectangle + wheels). Each body shape is shared by several classes, so a model must find the
   discriminative part, as class activation maps do on real images.
-* **Colour says nothing.** Every object and the background clutter take colours from one shared palette
-  and get a random texture (stripes, smooth noise or grain), independent of the class.
+* **Two difficulties.** ``hard``: colour says nothing; every object and the background clutter take
+  colours from one shared palette, so only the part tells the class (what a pretrained backbone or
+  thousands of images need). ``easy`` (the default): each class paints its objects from its own two
+  colours and the clutter from a muted palette of its own, so a network trained from random
+  initialisation on a few hundred images learns the classes, and the weakly supervised pipeline
+  can be measured end to end on a CPU. Both give every object a random texture (stripes, smooth
+  noise or grain); in ``easy`` touching instances of one class share colours, so only shape and
+  texture edges separate them.
 * **Instances meet.** An image holds 1-3 classes with 1-3 instances each (at most 5 in all); many
   instances are placed next to or over an earlier one, so instance separation is not just connected
   components. Objects are drawn back to front; an instance's mask is its visible pixels. A candidate
@@ -26,6 +32,8 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from contextlib import ExitStack
+from multiprocessing import Pool
 from pathlib import Path
 
 import cv2
@@ -47,6 +55,19 @@ _COLORS = np.array(
     ],
     dtype=np.float32,
 )
+# ``easy``: each class's own two colours (RGB), and the clutter's muted palette, disjoint from them.
+_CLASS_COLORS = {
+    "cat": np.array([(230, 150, 40), (200, 90, 30)], np.float32),
+    "bear": np.array([(130, 80, 170), (90, 50, 140)], np.float32),
+    "fish": np.array([(60, 160, 200), (40, 110, 190)], np.float32),
+    "house": np.array([(200, 60, 50), (230, 110, 110)], np.float32),
+    "cart": np.array([(90, 170, 70), (40, 120, 60)], np.float32),
+}
+_CLUTTER_COLORS = np.array(
+    [(90, 90, 90), (200, 200, 190), (150, 140, 120), (120, 115, 100), (170, 170, 160), (60, 60, 55)],
+    dtype=np.float32,
+)
+DIFFICULTIES = ("easy", "hard")
 
 MIN_SIZE = 64
 _MIN_VISIBLE_FRACTION = 0.4
@@ -128,18 +149,18 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray
     return np.clip(cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
 
 
-def _two_colors(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    first, second = rng.choice(len(_COLORS), size=2, replace=False)
-    return _COLORS[first], _COLORS[second]
+def _two_colors(rng: np.random.Generator, palette: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    first, second = rng.choice(len(palette), size=2, replace=False)
+    return palette[first], palette[second]
 
 
-def _color(rng: np.random.Generator) -> tuple[float, float, float]:
-    return tuple(float(c) for c in _COLORS[rng.integers(len(_COLORS))])
+def _color(rng: np.random.Generator, palette: np.ndarray) -> tuple[float, float, float]:
+    return tuple(float(c) for c in palette[rng.integers(len(palette))])
 
 
-def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A [size, size, 3] float image mixing two palette colours by stripes, smooth noise or grain."""
-    color_a, color_b = _two_colors(rng)
+def _texture(rng: np.random.Generator, size: int, palette: np.ndarray) -> np.ndarray:
+    """A [size, size, 3] float image mixing two ``palette`` colours by stripes, smooth noise or grain."""
+    color_a, color_b = _two_colors(rng, palette)
     kind = rng.integers(3)
     if kind == 0:
         theta = rng.uniform(0.0, np.pi)
@@ -155,13 +176,14 @@ def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
     return color_a * (1.0 - weight) + color_b * weight
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Clutter: smooth two-colour noise under a brightness gradient, plus random lines and small blobs.
+def _background(rng: np.random.Generator, size: int, palette: np.ndarray) -> np.ndarray:
+    """Clutter in ``palette`` colours: smooth two-colour noise under a brightness gradient, plus random
+    lines and small blobs.
 
     Blobs are single ellipses or squares at most 0.14 of the image across, smaller than any object
     (bodies are at least 0.2 across) and without the parts that make a class.
     """
-    color_a, color_b = _two_colors(rng)
+    color_a, color_b = _two_colors(rng, palette)
     weight = _smooth_noise(rng, size, int(rng.integers(3, 7)))[..., None]
     ramp = np.linspace(-1.0, 1.0, size, dtype=np.float32)
     theta = rng.uniform(0.0, 2.0 * np.pi)
@@ -169,16 +191,16 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     image = np.ascontiguousarray((color_a * (1.0 - weight) + color_b * weight) * gradient[..., None])
     for _ in range(int(rng.integers(2, 7))):
         start, end = (tuple(int(v) for v in rng.integers(0, size, 2)) for _ in range(2))
-        cv2.line(image, start, end, _color(rng), int(rng.integers(1, 3)), cv2.LINE_8)
+        cv2.line(image, start, end, _color(rng, palette), int(rng.integers(1, 3)), cv2.LINE_8)
     for _ in range(int(rng.integers(3, 9))):
         center = tuple(int(v) for v in rng.integers(0, size, 2))
         radius = int(max(2, size * rng.uniform(0.02, 0.07)))
         if rng.random() < 0.6:
             axes = (radius, int(max(1, radius * rng.uniform(0.4, 1.0))))
-            cv2.ellipse(image, center, axes, float(rng.uniform(0, 180)), 0, 360, _color(rng), -1, cv2.LINE_8)
+            cv2.ellipse(image, center, axes, float(rng.uniform(0, 180)), 0, 360, _color(rng, palette), -1, cv2.LINE_8)
         else:
             corner = (center[0] + radius, center[1] + radius)
-            cv2.rectangle(image, center, corner, _color(rng), -1)
+            cv2.rectangle(image, center, corner, _color(rng, palette), -1)
     return image
 
 
@@ -249,12 +271,13 @@ def _layout(rng: np.random.Generator, size: int) -> tuple[list[str], list[np.nda
     return names, masks
 
 
-def _render(rng: np.random.Generator, size: int):
+def _render(rng: np.random.Generator, size: int, difficulty: str):
     """One image: RGB uint8, class names in draw order, instance map and void band."""
-    image = _background(rng, size)
+    easy = difficulty == "easy"
+    image = _background(rng, size, _CLUTTER_COLORS if easy else _COLORS)
     names, masks = _layout(rng, size)
-    for mask in masks:
-        image[mask] = _texture(rng, size)[mask]
+    for name, mask in zip(names, masks):
+        image[mask] = _texture(rng, size, _CLASS_COLORS[name] if easy else _COLORS)[mask]
     image += rng.normal(0.0, 4.0, image.shape).astype(np.float32)
     instances, void = _label_maps(masks)
     return np.clip(image, 0, 255).astype(np.uint8), names, instances, void
@@ -281,8 +304,8 @@ def _annotation_xml(image_id: str, size: int, names: list[str], instances: np.nd
     return ET.tostring(root, encoding="utf-8") + b"\n"
 
 
-def _write_example(out: Path, image_id: str, size: int, rng: np.random.Generator) -> None:
-    image, names, instances, void = _render(rng, size)
+def _write_example(out: Path, image_id: str, size: int, difficulty: str, rng: np.random.Generator) -> None:
+    image, names, instances, void = _render(rng, size, difficulty)
     class_of_instance = np.array([0] + [SYNTH_CLASSES.index(n) + 1 for n in names], np.uint8)
     objects = np.where(void, VOID, instances).astype(np.uint8)
     semantic = np.where(void, VOID, class_of_instance[instances]).astype(np.uint8)
@@ -290,6 +313,12 @@ def _write_example(out: Path, image_id: str, size: int, rng: np.random.Generator
     (out / "Annotations" / f"{image_id}.xml").write_bytes(_annotation_xml(image_id, size, names, objects))
     save_label_png(out / "SegmentationClass" / f"{image_id}.png", semantic)
     save_label_png(out / "SegmentationObject" / f"{image_id}.png", objects)
+
+
+def _write_indexed_example(job: tuple[Path, str, int, str, int, int]) -> None:
+    """Image ``index`` (1-based) from its own ``(seed, index)`` generator, whichever process draws it."""
+    out, image_id, size, difficulty, seed, index = job
+    _write_example(out, image_id, size, difficulty, np.random.default_rng([seed, index]))
 
 
 def _prepare_output(out: Path) -> None:
@@ -322,12 +351,17 @@ def generate_dataset(
     size: int,
     seed: int,
     on_progress: Callable[[int, int], None] | None = None,
+    difficulty: str = "easy",
+    workers: int = 1,
 ) -> None:
     """Write a synthetic VOC-layout dataset of ``n_train`` + ``n_val`` square images of ``size`` pixels.
 
+    ``difficulty`` is ``easy`` (class colours) or ``hard`` (colour says nothing); see the module text.
+
     ``out`` must be new, empty or an earlier output of this function (which is replaced).
     ``classes.txt`` is written last, so its presence marks a complete dataset.
-    ``on_progress(done, total)`` is called after each image.
+    ``on_progress(done, total)`` is called after each image. ``workers`` > 1 draws the images in that
+    many processes; the files are the same.
     """
     out = Path(out)
     for name, value in (("n_train", n_train), ("n_val", n_val), ("size", size), ("seed", seed)):
@@ -341,14 +375,24 @@ def generate_dataset(
         raise WsisInputError(f"n_val must be 0 or more, got {n_val}")
     if seed < 0:
         raise WsisInputError(f"seed must be 0 or more, got {seed}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise WsisInputError(f"workers must be a positive integer, got {workers!r}")
+    if difficulty not in DIFFICULTIES:
+        raise WsisInputError(f"difficulty must be one of {', '.join(DIFFICULTIES)}, got {difficulty!r}")
     _prepare_output(out)
 
     total = n_train + n_val
     ids = [f"synth_{i:06d}" for i in range(1, total + 1)]
-    for done, image_id in enumerate(ids, start=1):
-        _write_example(out, image_id, size, np.random.default_rng([seed, done]))
-        if on_progress is not None:
-            on_progress(done, total)
+    jobs = [(out, image_id, size, difficulty, seed, index) for index, image_id in enumerate(ids, start=1)]
+    with ExitStack() as stack:
+        if workers > 1:
+            pool = stack.enter_context(Pool(workers))
+            written = pool.imap(_write_indexed_example, jobs, chunksize=8)
+        else:
+            written = map(_write_indexed_example, jobs)
+        for done, _ in enumerate(written, start=1):
+            if on_progress is not None:
+                on_progress(done, total)
     for sub in _LIST_DIRS:
         for split, split_ids in (("train", ids[:n_train]), ("val", ids[n_train:])):
             (out / sub / f"{split}.txt").write_text("".join(f"{i}\n" for i in split_ids))

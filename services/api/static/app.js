@@ -452,7 +452,7 @@ async function launchRound(runId) {
   render();
   try {
     const round = await api("POST", url(ROUTES.runRounds, { run_id: runId }));
-    state.messages.set(runId, { text: `round ${round.number} queued`, error: false });
+    state.messages.set(runId, { text: `round ${round.number} launched`, error: false });
   } catch (error) {
     state.messages.set(runId, { text: `Could not launch: ${error.message}`, error: true });
   }
