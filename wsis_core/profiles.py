@@ -27,7 +27,7 @@ class Profile:
     # Shared backbone (paper: ResNet-50).
     backbone: str = "resnet18"
     backbone_weights: str | None = None  # local torchvision state_dict file; None = random init
-    output_stride: int = 16
+    output_stride: int = 8  # 16x16 maps at 128 px: stride 16 (8x8) left PSA below raw CAMs (bench/cues_quality.py)
     input_size: int = 128  # images are resized to input_size x input_size for the networks
     freeze_bn: bool = False  # keep batch-norm statistics fixed (needed for batch size 1)
     seed: int = 0
@@ -54,8 +54,10 @@ class Profile:
     aff_weight_decay: float = 1e-4
     aff_radius: int = 5  # pixel pairs closer than this (in stride-8 cells) get an affinity
     rw_beta: float = 8.0  # affinities are raised to beta before normalisation
-    rw_t: int = 256  # number of random-walk steps (power of the transition matrix)
-    rw_bg_power: float = 16.0  # background score (1 - max CAM)^power propagated with the CAMs
+    # Random-walk steps (power of the transition matrix): PSA's 256 suit its 56x56 maps; on tiny's 16x16
+    # maps 256 over-smooths (bench/results/cues_quality_cpu.md: 32 is best of 8/32/256).
+    rw_t: int = 32
+    rw_bg_power: float = 4.0  # background score (1 - max CAM)^power propagated with the CAMs (PSA: 16)
     label_min_score: float = 0.6  # pixels whose top propagated score is lower get the ignore label
     # SS branch (FCN + PSP pyramid pooling).
     seg_epochs: int = 2
@@ -218,6 +220,8 @@ PROFILES: dict[str, Profile] = {
         aff_batch_size=8,
         aff_lr=1e-4,
         aff_weight_decay=1e-4,
+        rw_t=256,
+        rw_bg_power=16.0,
         seg_epochs=14,  # ~80k iterations at batch size 1 on VOC's 5,717 training images
         seg_batch_size=1,
         seg_lr=1e-4,
