@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -55,19 +56,26 @@ def start(host: str, port: int, worker_ready: Path) -> list[subprocess.Popen]:
             for command, env in zip(commands, (worker_env, None))]
 
 
-def register_demo(url: str, settings: Settings, processes: list[subprocess.Popen], worker_ready: Path) -> None:
-    """Wait for ``/api/health`` and the worker, then register the demo dataset (an existing registration is kept)."""
-    headers = {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+def wait_until_ready(url: str, processes: Sequence[subprocess.Popen], worker_ready: Path,
+                     timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    """Return once ``/api/health`` answers 200 and the worker touched ``worker_ready``; RuntimeError if
+    a process exits or ``timeout_s`` passes first."""
+    deadline = time.monotonic() + timeout_s
     while True:
         if any(p.poll() is not None for p in processes) or time.monotonic() > deadline:
-            raise RuntimeError("the API or the worker did not start; see the output above")
+            raise RuntimeError("the API or the worker did not start")
         try:
             if httpx.get(f"{url}/api/health", timeout=5).status_code == 200 and worker_ready.is_file():
-                break
+                return
         except httpx.TransportError:
             pass
         time.sleep(0.5)
+
+
+def register_demo(url: str, settings: Settings, processes: list[subprocess.Popen], worker_ready: Path) -> None:
+    """Wait for ``/api/health`` and the worker, then register the demo dataset (an existing registration is kept)."""
+    headers = {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
+    wait_until_ready(url, processes, worker_ready)
     response = httpx.post(f"{url}/api/datasets", json={"name": DEMO, "path": DEMO}, headers=headers, timeout=60)
     if response.status_code not in (201, 409):
         raise RuntimeError(f"registering the demo dataset failed: {response.status_code} {response.text}")
@@ -118,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     except RuntimeError as exc:
-        print(f"make run: {exc}", file=sys.stderr)
+        print(f"make run: {exc}; see the output above", file=sys.stderr)
         return 1
     finally:
         stop(processes)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -12,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from services.api.db import sessionmaker_for
 from services.api.routes import datasets, health, rounds, runs
 from services.api.settings import Settings, get_settings, prepare_folders
+from services.workers import backend
 from services.workers.celery_app import app as celery_app
 from services.workers.celery_app import configure
 
@@ -28,6 +32,24 @@ def _readable(exc: RequestValidationError) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": detail, "errors": errors})
 
 
+@asynccontextmanager
+async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    """Import the stage backend, then move every object alive at start-up out of the collector's reach.
+
+    Launching a round needs the backend (``wsis_core.rounds`` imports torch: seconds, inside the first
+    launch request otherwise). With torch loaded the process holds ~280,000 long-lived objects, and each
+    full (generation 2) collection, which comes every few tens of seconds under load, walked them all:
+    200-400 ms in which no request progressed (bench/api_load.py: max latency). ``gc.freeze`` leaves
+    them out of collections; ``gc.unfreeze`` on shutdown gives them back (tests build many apps).
+    """
+    backend.load()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for ``settings`` (default: from the environment); also points Celery at its broker."""
     settings = settings or get_settings()
@@ -37,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="wsis control plane",
         description="Datasets, runs, rounds, jobs, artifacts and metrics of weakly supervised instance segmentation.",
         version="0.1.0",
+        lifespan=_lifespan,
     )
     app.state.settings = settings
     app.state.sessionmaker = sessionmaker_for(settings.database_url)

@@ -14,12 +14,16 @@ from services.api.settings import ensure_sqlite_folder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SQLITE_BUSY_TIMEOUT_S = 30
+# Server databases: connections kept open per process, and how many more a burst may open. SQLAlchemy's default
+# (5) made every request beyond the 5th concurrent one open and close a PostgreSQL connection of its own
+# (bench/api_load.py: 50 clients).
+POOL_SIZE, MAX_OVERFLOW = 20, 10
 
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets foreign keys, WAL and a busy timeout (API and worker share the file)."""
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW)
     ensure_sqlite_folder(url)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False})
 

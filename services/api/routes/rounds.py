@@ -2,27 +2,43 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Header, HTTPException, Response
+import stat
+
+from fastapi import APIRouter, Header, HTTPException, Request, Response
 from fastapi.responses import FileResponse
 from sqlalchemy import select
+from sqlalchemy.orm import Session, joinedload, selectinload
 
-from services.api.deps import Mutating, PathId, SessionDep, SettingsDep, error_responses, get_or_404
+from services.api.deps import Mutating, PathId, SessionDep, error_responses, get_or_404, read_in_thread
 from services.api.models import Artifact, Job, Round
 from services.api.paths import OutsideRootError, resolve_inside
 from services.api.schemas import ArtifactOut, JobOut, RoundOut
+from services.api.settings import Settings
 from services.workers import jobs
 
 router = APIRouter(tags=["rounds"])
+# Files up to this size are sent from memory (read in the request's thread); larger ones are streamed in
+# 64 KiB chunks (FileResponse), so a download never holds a large file in memory.
+SMALL_FILE_BYTES = 1 << 20
 
 
 @router.get("/rounds/{round_id}", response_model=RoundOut, responses=error_responses(404))
-def get_round(round_id: PathId, session: SessionDep) -> Round:
-    return get_or_404(session, Round, round_id)
+async def get_round(round_id: PathId, request: Request) -> RoundOut:
+    options = [joinedload(Round.jobs), selectinload(Round.metrics)]
+    return await read_in_thread(
+        request, lambda session: RoundOut.model_validate(get_or_404(session, Round, round_id, options=options))
+    )
 
 
 @router.get("/rounds/{round_id}/artifacts", response_model=list[ArtifactOut], responses=error_responses(404))
-def list_artifacts(round_id: PathId, session: SessionDep) -> list[Artifact]:
-    return get_or_404(session, Round, round_id).artifacts
+async def list_artifacts(round_id: PathId, request: Request) -> list[ArtifactOut]:
+    def read(session: Session) -> list[ArtifactOut]:
+        artifacts = session.scalars(select(Artifact).where(Artifact.round_id == round_id).order_by(Artifact.id)).all()
+        if not artifacts:
+            get_or_404(session, Round, round_id)  # none yet, or no such round
+        return [ArtifactOut.model_validate(artifact) for artifact in artifacts]
+
+    return await read_in_thread(request, read)
 
 
 @router.get(
@@ -34,27 +50,47 @@ def list_artifacts(round_id: PathId, session: SessionDep) -> list[Artifact]:
         **error_responses(404),
     },
 )
-def download_pseudo_labels(
-    round_id: PathId, session: SessionDep, settings: SettingsDep, if_none_match: str | None = Header(None)
+async def download_pseudo_labels(
+    round_id: PathId, request: Request, if_none_match: str | None = Header(None)
 ) -> Response:
     """The round's COCO pseudo labels as an attachment; ``ETag`` is the file's sha256."""
-    round_ = get_or_404(session, Round, round_id)
-    artifact = session.scalars(
-        select(Artifact).where(Artifact.round_id == round_id, Artifact.kind == "pseudo_labels").order_by(Artifact.id)
+    settings = request.app.state.settings
+    return await read_in_thread(
+        request, lambda session: _pseudo_labels_response(session, settings, round_id, if_none_match)
+    )
+
+
+def _pseudo_labels_response(session: Session, settings: Settings, round_id: int, if_none_match: str | None) -> Response:
+    found = session.execute(
+        select(Artifact.path, Artifact.sha256, Round.run_id, Round.number)
+        .join(Round, Round.id == Artifact.round_id)
+        .where(Artifact.round_id == round_id, Artifact.kind == "pseudo_labels")
+        .order_by(Artifact.id)
+        .limit(1)
     ).first()
-    if artifact is None:
+    if found is None:
+        round_ = get_or_404(session, Round, round_id)
         raise HTTPException(404, f"round {round_id} has no pseudo labels (round status: {round_.status})")
+    relative, sha256, run_id, number = found
     try:
-        path = resolve_inside(settings.artifact_root, artifact.path)
+        path = resolve_inside(settings.artifact_root, relative)
     except OutsideRootError:
         raise HTTPException(404, f"pseudo labels of round {round_id} are outside the artifact store") from None
-    if not path.is_file():
+    try:
+        stat_result = path.stat()
+    except OSError:
+        stat_result = None
+    if stat_result is None or not stat.S_ISREG(stat_result.st_mode):
         raise HTTPException(404, f"pseudo labels of round {round_id} are missing from the artifact store")
-    etag = f'"{artifact.sha256}"'
+    etag = f'"{sha256}"'
     if if_none_match is not None and etag in (tag.strip() for tag in if_none_match.split(",")):
         return Response(status_code=304, headers={"ETag": etag})
-    filename = f"run{round_.run_id}_round{round_.number}_pseudo_labels.json"
-    return FileResponse(path, media_type="application/json", filename=filename, headers={"ETag": etag})
+    filename = f"run{run_id}_round{number}_pseudo_labels.json"
+    if stat_result.st_size <= SMALL_FILE_BYTES:
+        return Response(path.read_bytes(), media_type="application/json",
+                        headers={"ETag": etag, "Content-Disposition": f'attachment; filename="{filename}"'})
+    return FileResponse(path, media_type="application/json", filename=filename, headers={"ETag": etag},
+                        stat_result=stat_result)
 
 
 @router.post(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
-from services.api.deps import Mutating, PathId, SessionDep, error_responses, get_or_404
+from services.api.deps import Mutating, PathId, SessionDep, error_responses, get_or_404, read_in_thread
 from services.api.models import ACTIVE_STATUSES, FAILED, SUCCEEDED, Dataset, Job, Metric, Round, Run
 from services.api.schemas import RoundMetrics, RoundOut, RunCreate, RunOut
 from services.workers import dispatch, jobs
@@ -29,13 +29,20 @@ def create_run(body: RunCreate, session: SessionDep) -> Run:
 
 
 @router.get("", response_model=list[RunOut])
-def list_runs(session: SessionDep) -> list[Run]:
-    return list(session.scalars(select(Run).options(selectinload(Run.rounds)).order_by(Run.id)))
+async def list_runs(request: Request) -> list[RunOut]:
+    def read(session: Session) -> list[RunOut]:
+        runs = session.scalars(select(Run).options(selectinload(Run.rounds)).order_by(Run.id))
+        return [RunOut.model_validate(run) for run in runs]
+
+    return await read_in_thread(request, read)
 
 
 @router.get("/{run_id}", response_model=RunOut, responses=error_responses(404))
-def get_run(run_id: PathId, session: SessionDep) -> Run:
-    return get_or_404(session, Run, run_id)
+async def get_run(run_id: PathId, request: Request) -> RunOut:
+    options = [joinedload(Run.rounds)]
+    return await read_in_thread(
+        request, lambda session: RunOut.model_validate(get_or_404(session, Run, run_id, options=options))
+    )
 
 
 @router.post(
@@ -75,16 +82,21 @@ def launch_round(run_id: PathId, session: SessionDep) -> Round:
 
 
 @router.get("/{run_id}/metrics", response_model=list[RoundMetrics], responses=error_responses(404))
-def run_metrics(run_id: PathId, session: SessionDep) -> list[RoundMetrics]:
+async def run_metrics(run_id: PathId, request: Request) -> list[RoundMetrics]:
     """One row per (round, split) with metrics: ``{"round": k, "round_id", "split", "mAP_r@0.5": ..., ...}``."""
-    get_or_404(session, Run, run_id)
-    rows: dict[tuple[int, str], RoundMetrics] = {}
-    query = (
-        select(Round.number, Round.id, Metric.split, Metric.name, Metric.value)
-        .join(Metric, Metric.round_id == Round.id)
-        .where(Round.run_id == run_id)
-        .order_by(Round.number, Metric.split, Metric.id)
-    )
-    for number, round_id, split, name, value in session.execute(query):
-        rows.setdefault((number, split), {"round": number, "round_id": round_id, "split": split})[name] = value
-    return list(rows.values())
+
+    def read(session: Session) -> list[RoundMetrics]:
+        rows: dict[tuple[int, str], RoundMetrics] = {}
+        query = (
+            select(Round.number, Round.id, Metric.split, Metric.name, Metric.value)
+            .join(Metric, Metric.round_id == Round.id)
+            .where(Round.run_id == run_id)
+            .order_by(Round.number, Metric.split, Metric.id)
+        )
+        for number, round_id, split, name, value in session.execute(query):
+            rows.setdefault((number, split), {"round": number, "round_id": round_id, "split": split})[name] = value
+        if not rows:
+            get_or_404(session, Run, run_id)  # no metrics yet, or no such run
+        return list(rows.values())
+
+    return await read_in_thread(request, read)
