@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from wsis_core.affinity import dense_affinity, pair_distances, radius_pairs, random_walk, train_affinity
 from wsis_core.backbone import iterate_images, present_classes
 from wsis_core.classifier import compute_cams, train_classifier
+from synthetic_data import add_dataset_arguments, prepare_dataset
 from wsis_core.data.dataset import open_ground_truth, open_weak_dataset
-from wsis_core.data.synth import DIFFICULTIES, generate_dataset
 from wsis_core.data.types import VOID
 from wsis_core.peaks import find_peaks
 from wsis_core.profiles import get_profile
@@ -309,12 +309,7 @@ def parse_variant(text: str) -> tuple[str, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help="an existing synthetic (VOC-layout) dataset")
-    parser.add_argument("--generate", help="generate the dataset into this folder first")
-    parser.add_argument("--train", type=int, default=600)
-    parser.add_argument("--val", type=int, default=200)
-    parser.add_argument("--size", type=int, default=160)
-    parser.add_argument("--seed", type=int, default=0)
+    add_dataset_arguments(parser, train=600, val=200)
     parser.add_argument("--profile", default="tiny")
     parser.add_argument("--set", action="append", default=[], help="FIELD=VALUE for every variant")
     parser.add_argument("--variant", action="append", default=[], help="NAME:FIELD=VALUE,... (repeatable)")
@@ -322,18 +317,11 @@ def main() -> None:
     parser.add_argument("--rw-steps", default="", help="extra random-walk step counts to evaluate, e.g. 16,64")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--out", default=str(RESULTS))
-    parser.add_argument("--workers", type=int, default=1, help="processes that generate the data set")
-    parser.add_argument("--difficulty", choices=DIFFICULTIES, default="easy", help="of the generated data set")
     args = parser.parse_args()
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
-    root = Path(args.generate or args.data)
-    start = time.perf_counter()
-    if args.generate:
-        generate_dataset(root, args.train, args.val, args.size, args.seed, difficulty=args.difficulty,
-                         workers=args.workers)
-    generate_s = time.perf_counter() - start
+    root, generate_s = prepare_dataset(parser, args)
     train = CachedDataset(open_weak_dataset(root, "train"))
     val = CachedDataset(open_weak_dataset(root, "val"))
     train_gt, val_gt = semantic_ground_truth(root, "train"), semantic_ground_truth(root, "val")
@@ -344,7 +332,7 @@ def main() -> None:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     note = (
         f"# Round-1 cue quality\n\nSynthetic data{f' ({args.difficulty})' if args.generate else ''}: {len(train)} train / {len(val)} val images of {args.size} px, "
-        f"seed {args.seed} (generated in {generate_s:.0f} s); profile `{args.profile}`"
+        f"seed {args.seed}{f' (generated in {generate_s:.0f} s)' if generate_s is not None else ''}; profile `{args.profile}`"
         + (f" with {', '.join(args.set)}" if args.set else "") + f"; device: {gpu}; torch {torch.__version__}.\n\n"
         "Variants:\n\n" + "\n".join(f"* `{n}`: {o or 'profile defaults'}" for n, o in variants) + "\n\n"
         "mIoU against SegmentationClass of the train split (SS also on val), VOID ignored; (a) argmax of "
