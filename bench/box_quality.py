@@ -48,7 +48,6 @@ import argparse
 import dataclasses
 import datetime
 import os
-import platform
 import shutil
 import sys
 import time
@@ -62,6 +61,7 @@ from torchvision.ops import box_iou
 from wsis_core import masks, stages
 from wsis_core.bags import rank_scores
 from wsis_core.data.convert import ground_truth_to_coco
+from reporting import Progress, fmt, machine
 from synthetic_data import add_dataset_arguments, prepare_dataset
 from wsis_core.data.dataset import open_ground_truth, open_weak_dataset
 from wsis_core.data.guard import weak_supervision
@@ -78,19 +78,6 @@ ROUND1 = ("cues", "ss", "proposals", "mil", "ccgr", "pseudo_labels")
 CURVE_ITERS = (0, 10, 25, 50, 100, 150, 200)
 NO_CCGR = "no_ccgr"
 LINKED = (stages.SCORE_MAPS, stages.PEAKS, stages.MIL_BOXES)  # what the no-CCGR stages read from WORK
-
-
-class Progress:
-    """``on_progress(done, total)`` printing a line every 10 % (readable in a nohup log)."""
-
-    def __init__(self, label: str):
-        self.label, self.start, self.shown = label, time.perf_counter(), -1
-
-    def __call__(self, done: int, total: int) -> None:
-        tenth = 10 * done // max(total, 1)
-        if tenth > self.shown:
-            self.shown = tenth
-            print(f"  {self.label}: {done}/{total} ({time.perf_counter() - self.start:.0f} s)", flush=True)
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -317,20 +304,6 @@ def ccgr_movement(mil: list[dict], refined: list[dict]) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ report
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            model = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} CPUs visible, torch {torch.__version__} with {torch.get_num_threads()} threads"
-
-
-def fmt(value, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
 def box_row(name: str, m: dict) -> str:
     return (f"| {name} | {fmt(m['mAP_b@0.5'])} | {fmt(m['coco_bbox_AP'])} | {m['boxes']} ({m['boxes_per_image']:.1f}/img) | "
             f"{m['precision@0.5']:.3f} | {m['recall@0.5']:.3f} | {m['mean_best_iou']:.3f} |")

@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from services.api.db import sessionmaker_for
+from services.api.read_cache import InvalidateOnWrite, ReadCache
 from services.api.routes import datasets, health, rounds, runs
 from services.api.settings import Settings, get_settings, prepare_folders
 from services.workers import backend
@@ -63,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.sessionmaker = sessionmaker_for(settings.database_url)
+    app.state.read_cache = ReadCache(settings.read_cache_ms / 1000)
+    app.add_middleware(InvalidateOnWrite, cache=app.state.read_cache)
     for module in (health, datasets, runs, rounds):
         app.include_router(module.router, prefix="/api")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -45,7 +45,8 @@ T = TypeVar("T")
 
 
 async def read_in_thread(request: Request, read: Callable[[Session], T]) -> T:
-    """``read(session)`` in one worker thread, the session closed before it returns.
+    """``read(session)`` in one worker thread, the session closed before it returns, shared through the
+    app's :class:`~services.api.read_cache.ReadCache` with the other requests for the same resource.
 
     For the read routes that clients poll (``async def`` routes): one thread hop per request instead of
     four (session dependency in and out, route, response validation), and a pooled connection is held
@@ -57,7 +58,8 @@ async def read_in_thread(request: Request, read: Callable[[Session], T]) -> T:
         with request.app.state.sessionmaker() as session:
             return read(session)
 
-    return await run_in_threadpool(run)
+    key = (request.url.path, request.url.query, request.headers.get("if-none-match"))
+    return await request.app.state.read_cache.get(key, lambda: run_in_threadpool(run))
 
 
 def require_token(

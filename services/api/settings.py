@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     # A worker renews the lease of its running job every quarter of this; a running job whose lease lapsed
     # (its worker was killed or lost) is queued again by a live worker (see docs/service.md, Reliability).
     job_lease_s: float = Field(60.0, gt=0)
+    # Polled reads (run, round, metrics, artifacts, pseudo labels) are shared for this long by the requests
+    # for the same resource (services/api/read_cache.py); the API's own writes clear them. 0: off.
+    read_cache_ms: float = Field(250.0, ge=0)
 
     @field_validator("data_root", "artifact_root")
     @classmethod

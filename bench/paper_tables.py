@@ -1,0 +1,198 @@
+"""Tables 1 and 3 of the paper on our data: weak supervision per round, the ``--no-ccgr`` and
+``--box-source seg`` ablations, and the ``--supervision full`` upper bound, on one seeded synthetic
+dataset (600 train / 200 val images of 160 px by default).
+
+Four runs of :func:`wsis_core.rounds.run_rounds`, exactly what ``wsis train`` runs, in ``WORK/``:
+
+* ``weak``: ``--rounds R`` (default 3);
+* ``no_ccgr``: round 1 with ``--no-ccgr`` (the MIL boxes cropped);
+* ``seg``: round 1 with ``--box-source seg`` (boxes around connected components of the SS masks);
+* ``full``: the IS branch on the train split's true masks (one round).
+
+The ablations start from a copy of the weak run's ``round_1`` (and ``proposals``) in which only the
+stages that do not depend on the switch are kept (cues, ss, proposals; and mil for ``no_ccgr``): the
+same cues, score maps and MIL boxes, so the rows differ by the switch alone, and those stages are
+not paid twice. Every run resumes: a second call with the same ``--work`` only runs what is missing.
+
+Metrics are the ``evaluate`` stage's (IS branch only, on the val split): mAP^r at 0.25/0.5/0.75,
+mAP^b at 0.5, COCO segm/bbox AP, all in percent. The report also gives the weak/full ratios, the
+CCGR effect (weak round 1 minus ``no_ccgr``) and every stage's wall time.
+
+    python bench/paper_tables.py --generate /tmp/pt_data --work /tmp/pt_work
+    python bench/paper_tables.py --data /tmp/pt_data --work /tmp/pt_work   # resume
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from reporting import Progress, fmt, machine
+from synthetic_data import add_dataset_arguments, prepare_dataset
+from wsis_core.data.dataset import open_weak_dataset
+from wsis_core.device import resolve_device
+from wsis_core.evaluation import METRIC_KEYS
+from wsis_core.io import read_json, write_json
+from wsis_core.rounds import STAGES, RunConfig, marker_name, run_rounds
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# Ablation -> (RunConfig changes, round-1 stages it shares with the weak run).
+ABLATIONS = {
+    "no_ccgr": ({"ccgr": False}, ("cues", "ss", "proposals", "mil")),
+    "seg": ({"box_source": "seg"}, ("cues", "ss", "proposals")),
+}
+ROW_NAMES = {"no_ccgr": "weak, no CCGR (MIL boxes cropped), round 1", "seg": "weak, Seg-only boxes, round 1",
+             "full": "full supervision (upper bound)"}
+RATIO_KEYS = ("mAP_r@0.25", "mAP_r@0.5", "mAP_b@0.5")
+
+
+def fork_first_round(weak: Path, target: Path, shared: tuple[str, ...]) -> None:
+    """Start run ``target`` from a copy of ``weak``'s round 1 in which only the ``shared`` stages count
+    as finished (the other stages' markers and artifacts are removed, so they run again)."""
+    if (target / "round_1").exists():
+        return  # forked by an earlier call: resume
+    source = weak / "round_1"
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging / "round_1")
+    if (weak / "proposals").exists():
+        shutil.copytree(weak / "proposals", staging / "proposals")
+    for stage in STAGES:
+        marker = staging / "round_1" / marker_name(stage)
+        if stage in shared or not marker.exists():
+            continue
+        for relative in read_json(marker)["artifacts"].values():
+            path = staging / "round_1" / relative
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        marker.unlink()
+    staging.rename(target)
+
+
+def run_all(work: Path, weak_config: RunConfig, rounds: int, device) -> dict[str, dict]:
+    """The four runs; returns each run's summary (``RUN/summary.json``)."""
+    def run(name: str, config: RunConfig, n: int) -> dict:
+        print(f"== run {name}", flush=True)
+        return run_rounds(work / name, config, n, device, progress_for=Progress)
+
+    summaries = {"weak": run("weak", weak_config, rounds)}
+    for name, (changes, shared) in ABLATIONS.items():
+        fork_first_round(work / "weak", work / name, shared)
+        summaries[name] = run(name, dataclasses.replace(weak_config, **changes), 1)
+    summaries["full"] = run("full", dataclasses.replace(weak_config, supervision="full"), 1)
+    return summaries
+
+
+# ------------------------------------------------------------------------------------------ report
+def rows(summaries: dict[str, dict]) -> list[tuple[str, dict, dict]]:
+    """(row name, metrics, seconds of the stages the run ran itself) for every weak round, then the
+    ablations (without the stages shared with the weak run) and full."""
+    out = [(f"weak, round {r['round']}", r["metrics"], r["stage_seconds"]) for r in summaries["weak"]["rounds"]]
+    for name in (*ABLATIONS, "full"):
+        only = summaries[name]["rounds"][0]
+        shared = ABLATIONS[name][1] if name in ABLATIONS else ()
+        own = {stage: s for stage, s in only["stage_seconds"].items() if stage not in shared}
+        out.append((ROW_NAMES[name], only["metrics"], own))
+    return out
+
+
+def ratio(weak: float | None, full: float | None) -> str:
+    return "n/a" if weak is None or not full else f"{weak / full:.2f}"
+
+
+def report(result: dict) -> str:
+    summaries = result["summaries"]
+    table = rows(summaries)
+    weak_rounds = summaries["weak"]["rounds"]
+    last, first = weak_rounds[-1]["metrics"], weak_rounds[0]["metrics"]
+    full = summaries["full"]["rounds"][0]["metrics"]
+    no_ccgr = summaries["no_ccgr"]["rounds"][0]["metrics"]
+    lines = [
+        "<!-- " + result["command"] + " -->", "",
+        "# Tables 1 and 3 on the synthetic data (`bench/paper_tables.py`)", "",
+        f"{result['date']}; {result['machine']}; device {result['device']}.",
+        f"Data: {result['data']} ({result['dataset_note']}), {result['train_images']} train / "
+        f"{result['val_images']} val images; profile `{result['profile']}`, seed {result['seed']}"
+        + (f", overrides {result['overrides']}" if result["overrides"] else "") + f"; work folder {result['work']}.",
+        "Metrics (percent): IS branch only on the val split.", "",
+        "| run | " + " | ".join(METRIC_KEYS) + " |",
+        "|---|" + "---|" * len(METRIC_KEYS),
+        *(f"| {name} | " + " | ".join(fmt(m.get(k)) for k in METRIC_KEYS) + " |" for name, m, _ in table),
+        "",
+        "| | " + " | ".join(RATIO_KEYS) + " |",
+        "|---|" + "---|" * len(RATIO_KEYS),
+        f"| weak (round {len(weak_rounds)}) / full | " + " | ".join(ratio(last.get(k), full.get(k)) for k in RATIO_KEYS) + " |",
+        "| CCGR effect: weak round 1 minus no CCGR (points) | "
+        + " | ".join(fmt(None if first.get(k) is None or no_ccgr.get(k) is None else first[k] - no_ccgr[k])
+                     for k in RATIO_KEYS) + " |",
+        "",
+        "Stage wall times (s; \"-\": not run by that run: an ablation shares the weak run's round-1 stages "
+        "before its switch, full supervision has no cue stages):", "",
+        "| run | " + " | ".join(STAGES) + " | total |",
+        "|---|" + "---|" * (len(STAGES) + 1),
+    ]
+    for name, _, seconds in table:
+        cells = [fmt(seconds.get(s), 0) if s in seconds else "-" for s in STAGES]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {sum(seconds.values()):.0f} |")
+    weak_total = sum(sum(r["stage_seconds"].values()) for r in weak_rounds)
+    lines += ["", f"Weak run, {len(weak_rounds)} rounds: {weak_total / 60:.1f} min of stage time; "
+              f"whole benchmark {result['wall_s'] / 60:.1f} min wall (this call; stages reused from an earlier "
+              "call are not in it)."]
+    if result["notes"]:
+        lines += ["", "## Notes", "", result["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_dataset_arguments(parser, train=600, val=200)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the weak run")
+    parser.add_argument("--profile", default="tiny")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="profile override (repeatable)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--work", help="folder of the four runs (default: a new folder under /tmp); resumed if it exists")
+    parser.add_argument("--out", default=str(RESULTS / "paper_tables.md"))
+    parser.add_argument("--notes-file", help="markdown appended to the report as its Notes section")
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    root, generate_s = prepare_dataset(parser, args)
+    overrides = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item}: expected FIELD=VALUE")
+        overrides[name.strip()] = value
+    train = open_weak_dataset(root, "train")
+    config = RunConfig(data=str(root), classes=tuple(train.classes), profile=args.profile, overrides=overrides,
+                       seed=args.seed)
+    config.build_profile()  # a bad override fails here, before any work
+    work = Path(args.work) if args.work else Path(f"/tmp/paper_tables_{datetime.datetime.now():%Y%m%d_%H%M%S}")
+    work.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)
+    print(f"work folder {work}; device {device}", flush=True)
+
+    started = time.perf_counter()
+    summaries = run_all(work, config, args.rounds, device)
+    note = f"synthetic, {args.difficulty}, generated in {generate_s:.0f} s" if args.generate else "an existing dataset"
+    result = {
+        "command": "python " + " ".join([sys.argv[0], *sys.argv[1:]]),
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine(), "device": str(device),
+        "data": str(root), "dataset_note": note, "train_images": len(train),
+        "val_images": len(open_weak_dataset(root, "val")), "profile": config.profile, "overrides": overrides,
+        "seed": config.seed, "work": str(work), "wall_s": time.perf_counter() - started, "summaries": summaries,
+        "notes": Path(args.notes_file).read_text().strip() if args.notes_file else "",
+    }
+    write_json(work / "paper_tables.json", result)
+    text = report(result)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
