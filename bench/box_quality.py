@@ -49,7 +49,6 @@ import dataclasses
 import datetime
 import os
 import shutil
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -61,7 +60,9 @@ from torchvision.ops import box_iou
 from wsis_core import masks, stages
 from wsis_core.bags import rank_scores
 from wsis_core.data.convert import ground_truth_to_coco
-from reporting import Progress, fmt, machine
+from reporting import (
+    Progress, add_profile_arguments, fmt, profile_overrides, report_header, write_report,
+)
 from synthetic_data import add_dataset_arguments, prepare_dataset
 from wsis_core.data.dataset import open_ground_truth, open_weak_dataset
 from wsis_core.data.guard import weak_supervision
@@ -403,23 +404,15 @@ def plot_curve(points: dict[int, dict], oracle: dict[int, dict], baselines: dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_dataset_arguments(parser, train=400, val=100)
-    parser.add_argument("--profile", default="tiny")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="profile override (repeatable)")
-    parser.add_argument("--device", default="auto")
+    add_profile_arguments(parser)
     parser.add_argument("--work", help="run folder (default: a new folder under /tmp); finished stages are reused")
     parser.add_argument("--redo", choices=ROUND1, help="recompute this stage and the later ones")
     parser.add_argument("--curve-iters", default=",".join(map(str, CURVE_ITERS)))
     parser.add_argument("--out", default=str(RESULTS / "box_quality.md"))
     parser.add_argument("--curve", default=None, help="PNG of the curve (default: ccgr_curve.png next to --out)")
-    parser.add_argument("--notes-file", help="markdown appended to the report as its Notes section")
     args = parser.parse_args()
     root, generate_s = prepare_dataset(parser, args)
-    overrides = {}
-    for item in args.set:
-        name, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set {item}: expected FIELD=VALUE")
-        overrides[name.strip()] = value
+    overrides = profile_overrides(parser, args.set)
     classes = open_weak_dataset(root, "train").classes
     config = RunConfig(data=str(root), classes=tuple(classes), profile=args.profile, overrides=overrides, seed=args.seed)
     config.build_profile()
@@ -466,8 +459,7 @@ def main() -> None:
     curve_png = Path(args.curve) if args.curve else Path(args.out).with_name("ccgr_curve.png")
     note = f"synthetic, {args.difficulty}, generated in {generate_s:.0f} s" if args.generate else "an existing dataset"
     result = {
-        "command": "PYTHONPATH=. python " + " ".join([sys.argv[0], *sys.argv[1:]]),
-        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine(), "device": str(device),
+        **report_header(args, device),
         "data": str(root), "dataset_note": note, "train_images": len(ctx.train_set), "profile": config.profile,
         "overrides": config.overrides, "seed": config.seed, "work": str(work), "reused": reused,
         "boxes": boxes, "diagnostics": diagnostics, "movement": ccgr_movement(mil, ccgr),
@@ -478,16 +470,13 @@ def main() -> None:
         "proposal_workers": profile.proposal_workers,
         "proposals_per_s": n_proposals / max(seconds["proposals"], 1e-9),
         "images_per_s": len(ctx.train_set) / max(seconds["proposals"], 1e-9),
-        "notes": Path(args.notes_file).read_text().strip() if args.notes_file else "",
     }
     write_json(work / "box_quality.json", result)
     plot_curve(points, oracle, {"MIL boxes": boxes["mil"]["mAP_b@0.5"], "top-1 Eq. 4": boxes["top1_eq4"]["mAP_b@0.5"],
                         "Seg only": boxes["seg_only"]["mAP_b@0.5"]}, curve_png,
                f"CCGR on {len(ctx.train_set)} synthetic train images, profile {config.profile}")
     text = report(result)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    write_report(text, args.out)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 ``--box-source seg`` ablations, and the ``--supervision full`` upper bound, on one seeded synthetic
 dataset (600 train / 200 val images of 160 px by default).
 
-Four runs of :func:`wsis_core.rounds.run_rounds`, exactly what ``wsis train`` runs, in ``WORK/``:
+Four runs of :func:`wsis_core.rounds.run_rounds`, exactly what ``wsis train`` runs, in ``WORK/``
+(weak round 1 first, then the ablations and full, then the weak run's later rounds):
 
 * ``weak``: ``--rounds R`` (default 3);
 * ``no_ccgr``: round 1 with ``--no-ccgr`` (the MIL boxes cropped);
@@ -28,11 +29,12 @@ import argparse
 import dataclasses
 import datetime
 import shutil
-import sys
 import time
 from pathlib import Path
 
-from reporting import Progress, fmt, machine
+from reporting import (
+    Progress, add_profile_arguments, fmt, profile_overrides, report_header, write_report,
+)
 from synthetic_data import add_dataset_arguments, prepare_dataset
 from wsis_core.data.dataset import open_weak_dataset
 from wsis_core.device import resolve_device
@@ -79,11 +81,13 @@ def run_all(work: Path, weak_config: RunConfig, rounds: int, device) -> dict[str
         print(f"== run {name}", flush=True)
         return run_rounds(work / name, config, n, device, progress_for=Progress)
 
-    summaries = {"weak": run("weak", weak_config, rounds)}
+    run("weak", weak_config, 1)  # round 1 first: the ablations fork it, and every row but the later rounds is
+    summaries = {}               # done early (a call cut short can be resumed with fewer --rounds)
     for name, (changes, shared) in ABLATIONS.items():
         fork_first_round(work / "weak", work / name, shared)
         summaries[name] = run(name, dataclasses.replace(weak_config, **changes), 1)
     summaries["full"] = run("full", dataclasses.replace(weak_config, supervision="full"), 1)
+    summaries["weak"] = run("weak", weak_config, rounds)
     return summaries
 
 
@@ -151,22 +155,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_dataset_arguments(parser, train=600, val=200)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the weak run")
-    parser.add_argument("--profile", default="tiny")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="profile override (repeatable)")
-    parser.add_argument("--device", default="auto")
+    add_profile_arguments(parser)
     parser.add_argument("--work", help="folder of the four runs (default: a new folder under /tmp); resumed if it exists")
     parser.add_argument("--out", default=str(RESULTS / "paper_tables.md"))
-    parser.add_argument("--notes-file", help="markdown appended to the report as its Notes section")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     root, generate_s = prepare_dataset(parser, args)
-    overrides = {}
-    for item in args.set:
-        name, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set {item}: expected FIELD=VALUE")
-        overrides[name.strip()] = value
+    overrides = profile_overrides(parser, args.set)
     train = open_weak_dataset(root, "train")
     config = RunConfig(data=str(root), classes=tuple(train.classes), profile=args.profile, overrides=overrides,
                        seed=args.seed)
@@ -180,18 +176,14 @@ def main() -> None:
     summaries = run_all(work, config, args.rounds, device)
     note = f"synthetic, {args.difficulty}, generated in {generate_s:.0f} s" if args.generate else "an existing dataset"
     result = {
-        "command": "python " + " ".join([sys.argv[0], *sys.argv[1:]]),
-        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine(), "device": str(device),
+        **report_header(args, device),
         "data": str(root), "dataset_note": note, "train_images": len(train),
         "val_images": len(open_weak_dataset(root, "val")), "profile": config.profile, "overrides": overrides,
         "seed": config.seed, "work": str(work), "wall_s": time.perf_counter() - started, "summaries": summaries,
-        "notes": Path(args.notes_file).read_text().strip() if args.notes_file else "",
     }
     write_json(work / "paper_tables.json", result)
     text = report(result)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    write_report(text, args.out)
 
 
 if __name__ == "__main__":
