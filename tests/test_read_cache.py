@@ -51,6 +51,20 @@ def test_a_read_is_repeated_after_the_ttl_and_when_off():
     assert asyncio.run(main(0)) == ("value1", "value2", 2)
 
 
+def test_the_cache_holds_only_the_reads_of_the_last_ttl():
+    async def main():
+        cache = ReadCache(ttl_s=0.05)
+        read, _calls = _counting_read(delay_s=0)
+        for i in range(100):
+            await cache.get(i, read)
+        held = len(cache)
+        await asyncio.sleep(0.1)
+        await cache.get("new", read)
+        return held, len(cache)
+
+    assert asyncio.run(main()) == (100, 1)
+
+
 def test_a_failed_read_is_not_kept():
     async def main():
         cache = ReadCache(ttl_s=60)

@@ -17,11 +17,15 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-PRUNE_AT = 1024  # entries; expired ones are dropped when the cache grows past this
 
 
 class ReadCache:
-    """Results of in-flight or recent reads by key (a request's path, query and conditional headers)."""
+    """Results of in-flight or recent reads by key (a request's path, query and conditional headers).
+
+    Entries are kept in the order they were made, which is also the order they expire in (one TTL for
+    all), so every lookup drops the expired ones from the front: the cache holds at most the reads of
+    the last ``ttl_s`` seconds.
+    """
 
     def __init__(self, ttl_s: float):
         self.ttl_s = ttl_s
@@ -33,18 +37,29 @@ class ReadCache:
         if self.ttl_s <= 0:
             return await read()
         now = time.monotonic()
+        self._drop_expired(now)
         entry = self._entries.get(key)
-        if entry is None or entry[0] <= now:
-            if len(self._entries) >= PRUNE_AT:
-                self._entries = {k: e for k, e in self._entries.items() if e[0] > now}
+        if entry is None:
             entry = (now + self.ttl_s, asyncio.ensure_future(read()))
             self._entries[key] = entry
             entry[1].add_done_callback(lambda future, key=key, entry=entry: self._forget_failed(key, entry, future))
         return await asyncio.shield(entry[1])
 
+    def _drop_expired(self, now: float) -> None:
+        expired = []
+        for key, (expires, _future) in self._entries.items():
+            if expires > now:
+                break
+            expired.append(key)
+        for key in expired:
+            del self._entries[key]
+
     def _forget_failed(self, key: Hashable, entry: tuple[float, asyncio.Future], future: asyncio.Future) -> None:
         if (future.cancelled() or future.exception() is not None) and self._entries.get(key) is entry:
             del self._entries[key]
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def clear(self) -> None:
         self._entries.clear()
