@@ -43,6 +43,7 @@ from wsis_core.classifier import compute_cams, train_classifier
 from synthetic_data import add_dataset_arguments, prepare_dataset
 from wsis_core.data.dataset import open_ground_truth, open_weak_dataset
 from wsis_core.data.types import VOID
+from wsis_core.device import resolve_device
 from wsis_core.peaks import find_peaks
 from wsis_core.profiles import get_profile
 from wsis_core.segmentation import build_segmentation_model, predict_score_maps, train_segmentation
@@ -319,8 +320,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     root, generate_s = prepare_dataset(parser, args)
     train = CachedDataset(open_weak_dataset(root, "train"))
     val = CachedDataset(open_weak_dataset(root, "val"))
