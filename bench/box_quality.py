@@ -31,7 +31,10 @@ Diagnostics (evaluation only): PRM peak precision / instance recall, selective-s
 proposal of IoU >= 0.5 with an instance of the bag's class), for every box set its precision
 (boxes of IoU >= 0.5 with an instance of their class) and recall (instances matched by some box), and
 the same CCGR curve with the ground-truth class masks as the score maps S (``WORK/oracle_s``), which
-separates CCGR itself from the quality of the SS branch's maps.
+separates CCGR itself from the quality of the SS branch's maps, and CCGR on two more score maps that
+split that quality into its parts (``WORK/ss_hard``: the SS argmax as a hard map, i.e. the SS regions
+without their soft scores; ``WORK/oracle_coarse``: the ground-truth masks at the SS branch's output
+resolution, i.e. perfect regions at the SS resolution), each with the mIoU of its argmax.
 
     PYTHONPATH=. python bench/box_quality.py --generate /tmp/synth --train 400 --val 100 --size 160 --seed 0
     PYTHONPATH=. python bench/box_quality.py --data /tmp/synth --work /tmp/bq_work   # reuses finished stages
@@ -55,6 +58,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torchvision.ops import box_iou
 
 from wsis_core import masks, stages
@@ -64,6 +68,7 @@ from reporting import (
     Progress, add_profile_arguments, fmt, profile_overrides, report_header, write_report,
 )
 from synthetic_data import add_dataset_arguments, prepare_dataset
+from cues_quality import Confusion
 from wsis_core.data.dataset import open_ground_truth, open_weak_dataset
 from wsis_core.data.guard import weak_supervision
 from wsis_core.device import resolve_device
@@ -178,26 +183,66 @@ def curve(config: RunConfig, work: Path, device, mil: list[dict], gt: dict, iter
     return points
 
 
-def oracle_score_maps(config: RunConfig, work: Path, device, gt: dict) -> Path:
-    """Diagnostic only: ``WORK/oracle_s`` with the ground-truth class masks as the score maps S (one-hot,
-    void as background) and WORK's peaks, for the ccgr stage's code. Separates CCGR itself from the
-    quality of the SS branch's maps."""
-    folder = work / "oracle_s"
-    ctx = RoundContext(work, 1, config, device, round_dir=folder)
-    if not (folder / stages.PEAKS).exists():
-        folder.mkdir(exist_ok=True)
-        (folder / stages.PEAKS).symlink_to(Path("..") / stages.PEAKS)
+def class_label_maps(ctx: RoundContext, gt: dict) -> dict[int, np.ndarray]:
+    """Evaluation only: image id -> ground-truth class map [H, W] (0 background, void as background)."""
     by_image = defaultdict(list)
     for ann in gt["annotations"]:
         by_image[ann["image_id"]].append(ann)
-    num_classes = len(config.classes)
+    labels = {}
     for info in ctx.train_set.images:
         label = np.zeros((info.height, info.width), np.int64)
         for ann in by_image[info.id]:
             label[masks.decode(ann["segmentation"])] = ann["category_id"]
-        one_hot = np.eye(num_classes + 1, dtype=np.float32)[label].transpose(2, 0, 1)
-        ctx.work.write_scores(stages.SCORE_MAPS, Path(info.file_name).stem, one_hot)
+        labels[info.id] = label
+    return labels
+
+
+def one_hot(label: np.ndarray, num_classes: int) -> np.ndarray:
+    return np.eye(num_classes + 1, dtype=np.float32)[label].transpose(2, 0, 1)
+
+
+def ss_resolution(label: np.ndarray, num_classes: int, cells: int) -> np.ndarray:
+    """A one-hot class map reduced to the SS branch's ``cells`` x ``cells`` output grid (area average) and
+    bilinearly upsampled back, as the ss stage upsamples its logits: what a perfect SS branch could give."""
+    coarse = F.adaptive_avg_pool2d(torch.from_numpy(one_hot(label, num_classes))[None], cells)
+    return F.interpolate(coarse, size=label.shape, mode="bilinear", align_corners=False)[0].numpy()
+
+
+# Score maps S for the diagnostic table of CCGR: name -> (description, S from (SS scores, ground-truth class
+# map, number of classes, SS grid cells)).
+SCORE_MAP_VARIANTS = {
+    "ss_hard": ("SS branch, argmax as one-hot (hard S)",
+                lambda ss, label, n, cells: one_hot(ss.argmax(axis=0), n)),
+    "oracle_coarse": ("ground-truth class masks at the SS output resolution",
+                      lambda ss, label, n, cells: ss_resolution(label, n, cells)),
+    "oracle_s": ("ground-truth class masks (full resolution)", lambda ss, label, n, cells: one_hot(label, n)),
+}
+
+
+def diagnostic_score_maps(config: RunConfig, work: Path, device, labels: dict[int, np.ndarray], variant: str) -> Path:
+    """Diagnostic only: ``WORK/<variant>`` with the score maps S of :data:`SCORE_MAP_VARIANTS` and WORK's
+    peaks, for the ccgr stage's code. Separates CCGR itself from the quality of the SS branch's maps."""
+    folder = work / variant
+    ctx = RoundContext(work, 1, config, device, round_dir=folder)
+    source = WorkDir(work)
+    if not (folder / stages.PEAKS).exists():
+        folder.mkdir(exist_ok=True)
+        (folder / stages.PEAKS).symlink_to(Path("..") / stages.PEAKS)
+    profile, make = config.build_profile(), SCORE_MAP_VARIANTS[variant][1]
+    cells = profile.input_size // profile.output_stride
+    for info in ctx.train_set.images:
+        stem = Path(info.file_name).stem
+        scores = make(source.read_scores(stages.SCORE_MAPS, stem), labels[info.id], len(config.classes), cells)
+        ctx.work.write_scores(stages.SCORE_MAPS, stem, scores)
     return folder
+
+
+def score_map_miou(ctx: RoundContext, labels: dict[int, np.ndarray]) -> float:
+    """mIoU (background + classes) of argmax S against the ground-truth class maps of the train split."""
+    conf = Confusion(len(ctx.config.classes))
+    for info in ctx.train_set.images:
+        conf.add(ctx.work.read_scores(stages.SCORE_MAPS, Path(info.file_name).stem).argmax(axis=0), labels[info.id])
+    return conf.miou()
 
 
 # ----------------------------------------------------------------------------------------- metrics
@@ -357,6 +402,16 @@ def report(r: dict) -> str:
         m = r["boxes"][key]
         lines.append(f"| {name} | {fmt(m['mAP_r@0.25'])} | {fmt(m['mAP_r@0.5'])} | {fmt(m['mAP_r@0.75'])} | "
                      f"{fmt(m['mAP_b@0.5'])} | {fmt(m['coco_segm_AP'])} | {m['boxes']} |")
+    mil_ap = r["boxes"]["mil"]["mAP_b@0.5"]
+    lines += ["", f"Which S lets CCGR help (evaluation-only diagnostic): the MIL boxes refined on other score maps "
+              f"with the same code and peaks, {r['ccgr_iters']} iterations; mIoU of argmax S against the train split's "
+              "ground-truth class maps (background + classes):", "",
+              "| S | mIoU of argmax S | CCGR mAP^b_0.5 | change vs MIL boxes |", "|---|---|---|---|"]
+    names = {"ss": "SS branch (`score_maps`, what the ccgr stage uses)",
+             **{name: description for name, (description, _) in SCORE_MAP_VARIANTS.items()}}
+    for name, m in r["score_maps"].items():
+        ap = m["ccgr"]["mAP_b@0.5"]
+        lines.append(f"| {names[name]} | {m['miou']:.3f} | {fmt(ap)} | {ap - mil_ap:+.1f} |")
     lines += ["", f"Fig. 5-style curve (`{r['curve_png']}`): mAP^b_0.5 of the MIL boxes refined with k CCGR "
               "iterations (one run per k, its step size annealed to ~0 at k):", "",
               "| iterations | " + " | ".join(str(k) for k in r["curve"]) + " |",
@@ -450,8 +505,15 @@ def main() -> None:
     profile = config.build_profile()
     iters = sorted({int(k) for k in args.curve_iters.split(",") if k} | {profile.ccgr_iters})
     points = curve(config, work, device, mil, gt, iters)
-    oracle = curve(config, work, device, mil, gt, iters, oracle_score_maps(config, work, device, gt), "oracle S")
+    labels = class_label_maps(ctx, gt)
+    folders = {name: diagnostic_score_maps(config, work, device, labels, name) for name in SCORE_MAP_VARIANTS}
+    oracle = curve(config, work, device, mil, gt, iters, folders["oracle_s"], "oracle S")
     boxes["ccgr_oracle_s"] = oracle[profile.ccgr_iters]
+    score_maps = {"ss": {"miou": score_map_miou(ctx, labels), "ccgr": boxes["ccgr"]}}
+    for name, folder in folders.items():
+        ccgr_boxes = oracle if name == "oracle_s" else curve(config, work, device, mil, gt, [profile.ccgr_iters], folder, name)
+        score_maps[name] = {"miou": score_map_miou(RoundContext(work, 1, config, device, round_dir=folder), labels),
+                            "ccgr": ccgr_boxes[profile.ccgr_iters]}
 
     seconds = {s: read_json(work / marker_name(s))["seconds"] for s in ROUND1}
     n_proposals = sum(len(ProposalStore(work / "proposals").proposals_for(i.id)[0]) for i in ctx.train_set.images) \
@@ -463,7 +525,7 @@ def main() -> None:
         "data": str(root), "dataset_note": note, "train_images": len(ctx.train_set), "profile": config.profile,
         "overrides": config.overrides, "seed": config.seed, "work": str(work), "reused": reused,
         "boxes": boxes, "diagnostics": diagnostics, "movement": ccgr_movement(mil, ccgr),
-        "curve": points, "curve_oracle_s": oracle, "ccgr_iters": profile.ccgr_iters,
+        "curve": points, "curve_oracle_s": oracle, "score_maps": score_maps, "ccgr_iters": profile.ccgr_iters,
         "curve_png": os.path.relpath(curve_png.resolve(), Path(args.out).resolve().parent),
         "stage_seconds": seconds,
         "no_ccgr_seconds": {s: read_json(no_ccgr.work.path(marker_name(s)))["seconds"] for s in ("ccgr", "pseudo_labels")},

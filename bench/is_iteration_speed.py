@@ -92,6 +92,8 @@ def main() -> None:
     parser.add_argument("--proposals", type=int, default=300, help="RPN proposals per training image")
     parser.add_argument("--rois", type=int, default=64, help="RoIs sampled per image")
     parser.add_argument("--mask-channels", type=int, default=256)
+    parser.add_argument("--fpn-channels", type=int, default=256)
+    parser.add_argument("--box-head-size", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: a temporary one)")
@@ -115,6 +117,7 @@ def main() -> None:
         stage_model = build_mask_rcnn(
             len(dataset.classes) + 1, args.backbone, min_size=args.size, max_size=args.size,
             proposals_per_image=args.proposals, rois_per_image=args.rois, mask_head_channels=args.mask_channels,
+            fpn_channels=args.fpn_channels, box_head_size=args.box_head_size,
         ).to(device)
         bare_model = copy.deepcopy(stage_model)
 

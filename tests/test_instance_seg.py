@@ -101,6 +101,27 @@ def test_build_resnet18_random_init():
     assert not any(isinstance(m, FrozenBatchNorm2d) for m in model.modules())
 
 
+def test_narrow_fpn_and_box_head_feed_every_head(tmp_path):
+    torch.manual_seed(1)
+    resnet = torchvision.models.resnet18(weights=None)
+    torch.save(resnet.state_dict(), tmp_path / "r18.pth")
+    model = build_mask_rcnn(3, "resnet18", backbone_weights=tmp_path / "r18.pth", **LIGHT, fpn_channels=32, box_head_size=48)
+    fpn = model.backbone.fpn
+    assert model.backbone.out_channels == 32
+    assert [b[0].in_channels for b in fpn.inner_blocks] == [64, 128, 256, 512]
+    assert {b[0].out_channels for b in (*fpn.inner_blocks, *fpn.layer_blocks)} == {32}
+    assert model.rpn.head.conv[0][0].in_channels == 32
+    assert model.roi_heads.box_head.fc6.in_features == 32 * 7 * 7 and model.roi_heads.box_head.fc7.out_features == 48
+    assert model.roi_heads.box_predictor.cls_score.in_features == 48
+    assert model.roi_heads.mask_head[0][0].in_channels == 32
+    # The stage freezing of torchvision's extractor is kept: 3 stages train from local weights.
+    assert not model.backbone.body.layer1[0].conv1.weight.requires_grad
+    assert model.backbone.body.layer2[0].conv1.weight.requires_grad
+    data = Squares(2, seed=0)
+    losses = train(model, data, iterations=1)
+    assert all(np.isfinite(v).all() for v in losses.values())
+
+
 def test_build_from_local_backbone_weights(tmp_path):
     torch.manual_seed(1)
     resnet = torchvision.models.resnet18(weights=None)

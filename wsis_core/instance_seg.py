@@ -54,8 +54,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from wsis_core import masks
@@ -69,8 +71,7 @@ Target = dict[str, torch.Tensor]
 
 _ASPECT_RATIOS = (0.5, 1.0, 2.0)
 _FPN_LEVELS = 5  # P2..P6
-_FPN_CHANNELS = 256  # torchvision's _resnet_fpn_extractor
-_BOX_HEAD_CHANNELS = 1024  # torchvision's TwoMLPHead representation size
+_BOX_ROI_SIDE = 7  # torchvision's box RoIAlign output (7 x 7)
 _MASK_HEAD_CONVS = 4  # He et al. 2017: four 3x3 convolutions before the 2x deconvolution
 _TORCHVISION_MIN_SIZE = 800
 _TORCHVISION_SMALLEST_ANCHOR = 32
@@ -101,6 +102,8 @@ def build_mask_rcnn(
     proposals_per_image: int = 2000,
     rois_per_image: int = 512,
     mask_head_channels: int = 256,
+    fpn_channels: int = 256,
+    box_head_size: int = 1024,
 ) -> MaskRCNN:
     """Mask R-CNN with a ResNet-FPN backbone; ``num_classes`` counts the background (C + 1).
 
@@ -111,7 +114,10 @@ def build_mask_rcnn(
     torchvision: 2000). ``rois_per_image``: RoIs sampled per image for the box and mask losses
     (torchvision: 512; at most a quarter of them are positives, which also feed the mask head).
     ``mask_head_channels``: width of the mask head's four convolutions (He et al.: 256). Small images
-    have few objects: lowering these three cuts most of an iteration's cost.
+    have few objects: lowering these three cuts most of an iteration's cost. ``fpn_channels``: width of
+    the FPN outputs, which the RPN head's 3x3 convolution, the box head and the mask head read (Lin et
+    al. 2017 and torchvision: 256). ``box_head_size``: width of the box head's two fully connected
+    layers (torchvision: 1024).
     """
     if backbone not in BACKBONES:
         raise WsisInputError(f"unknown backbone {backbone!r} (choose from {', '.join(BACKBONES)})")
@@ -135,7 +141,7 @@ def build_mask_rcnn(
     nn.init.zeros_(mask_predictor.mask_fcn_logits.bias)
     test_proposals = max(1, proposals_per_image // 2)
     return MaskRCNN(
-        _resnet_fpn_extractor(resnet, trainable_layers),
+        _fpn_backbone(resnet, trainable_layers, fpn_channels),
         min_size=min_size,
         max_size=max_size,
         rpn_anchor_generator=anchors,
@@ -144,10 +150,21 @@ def build_mask_rcnn(
         rpn_pre_nms_top_n_test=test_proposals,
         rpn_post_nms_top_n_test=test_proposals,
         box_batch_size_per_image=rois_per_image,
-        box_predictor=FastRCNNPredictor(_BOX_HEAD_CHANNELS, num_classes),
-        mask_head=MaskRCNNHeads(_FPN_CHANNELS, (mask_head_channels,) * _MASK_HEAD_CONVS, dilation=1),
+        box_head=TwoMLPHead(fpn_channels * _BOX_ROI_SIDE**2, box_head_size),
+        box_predictor=FastRCNNPredictor(box_head_size, num_classes),
+        mask_head=MaskRCNNHeads(fpn_channels, (mask_head_channels,) * _MASK_HEAD_CONVS, dilation=1),
         mask_predictor=mask_predictor,
     )
+
+
+def _fpn_backbone(resnet: torchvision.models.ResNet, trainable_layers: int, channels: int):
+    """torchvision's ResNet-FPN (its stage freezing, P2..P6) with ``channels`` FPN outputs instead of 256."""
+    backbone = _resnet_fpn_extractor(resnet, trainable_layers)
+    if channels != backbone.out_channels:
+        in_channels = [block[0].in_channels for block in backbone.fpn.inner_blocks]
+        backbone.fpn = FeaturePyramidNetwork(in_channels, channels, extra_blocks=LastLevelMaxPool())
+        backbone.out_channels = channels
+    return backbone
 
 
 def mask_rcnn_for(profile, num_classes: int) -> MaskRCNN:
@@ -156,7 +173,8 @@ def mask_rcnn_for(profile, num_classes: int) -> MaskRCNN:
     return build_mask_rcnn(
         num_classes, profile.backbone, backbone_weights=profile.backbone_weights, min_size=profile.is_min_size,
         max_size=profile.is_max_size, proposals_per_image=profile.is_proposals, rois_per_image=profile.is_rois,
-        mask_head_channels=profile.is_mask_channels,
+        mask_head_channels=profile.is_mask_channels, fpn_channels=profile.is_fpn_channels,
+        box_head_size=profile.is_box_head_size,
     )
 
 

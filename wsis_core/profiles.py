@@ -95,6 +95,8 @@ class Profile:
     is_proposals: int = 300  # RPN proposals kept per image in training (half at test time)
     is_rois: int = 64  # RoIs sampled per image for the box and mask losses
     is_mask_channels: int = 64  # the mask head's width dominates a CPU iteration (torchvision: 256)
+    is_fpn_channels: int = 256  # FPN width, read by the RPN head, box head and mask head (torchvision: 256)
+    is_box_head_size: int = 1024  # the box head's fully connected width (torchvision: 1024)
     is_score_threshold: float = 0.05  # predictions kept for evaluation
     is_label_score: float = 0.5  # IS predictions that become the next round's bags and SS labels
 
@@ -126,7 +128,8 @@ class Profile:
         )
         _require(len(self.psp_bins) > 0 and min(self.psp_bins) >= 1, "psp_bins", self.psp_bins, "positive bin sizes")
         for name in ("proposal_max", "proposal_workers", "mil_top_k", "mil_hidden", "ccgr_chunk_images",
-                     "is_batch_size", "is_min_size", "is_max_size", "is_proposals", "is_rois", "is_mask_channels"):
+                     "is_batch_size", "is_min_size", "is_max_size", "is_proposals", "is_rois", "is_mask_channels",
+                     "is_fpn_channels", "is_box_head_size"):
             _require(getattr(self, name) >= 1, name, getattr(self, name), "at least 1")
         for name in ("mil_epochs", "ccgr_iters", "is_epochs", "min_instance_pixels"):
             _require(getattr(self, name) >= 0, name, getattr(self, name), "not negative")
