@@ -178,11 +178,18 @@ def mask_rcnn_for(profile, num_classes: int) -> MaskRCNN:
     )
 
 
+# Profile fields that shape the IS branch's weights, and their values for checkpoints saved before a field
+# existed (torchvision's widths), so that a model is rebuilt as it was trained whatever the defaults are now.
+ARCHITECTURE_FIELDS = {"backbone": "resnet18", "is_mask_channels": 256, "is_fpn_channels": 256, "is_box_head_size": 1024}
+
+
 def load_mask_rcnn(profile, num_classes: int, path: Path) -> MaskRCNN:
-    """A trained IS branch from its checkpoint (the architecture comes from the profile; the local
-    backbone weights are not needed again)."""
-    model = mask_rcnn_for(dataclasses.replace(profile, backbone_weights=None), num_classes)
-    model.load_state_dict(load_checkpoint(path).state_dict)
+    """A trained IS branch from its checkpoint: the architecture fields of the profile saved with it
+    (:data:`ARCHITECTURE_FIELDS`), the rest from ``profile``; the local backbone weights are not needed again."""
+    checkpoint = load_checkpoint(path)
+    saved = {name: checkpoint.config.get(name, old) for name, old in ARCHITECTURE_FIELDS.items()}
+    model = mask_rcnn_for(dataclasses.replace(profile, backbone_weights=None, **saved), num_classes)
+    model.load_state_dict(checkpoint.state_dict)
     return model
 
 
