@@ -178,16 +178,18 @@ def mask_rcnn_for(profile, num_classes: int) -> MaskRCNN:
     )
 
 
-# Profile fields that shape the IS branch's weights, and their values for checkpoints saved before a field
-# existed (torchvision's widths), so that a model is rebuilt as it was trained whatever the defaults are now.
-ARCHITECTURE_FIELDS = {"backbone": "resnet18", "is_mask_channels": 256, "is_fpn_channels": 256, "is_box_head_size": 1024}
+# Profile fields that shape the IS branch's weights: a model is rebuilt with the values saved in its checkpoint,
+# whatever the defaults are now. Checkpoints saved before the two width fields existed used torchvision's widths.
+ARCHITECTURE_FIELDS = ("backbone", "is_mask_channels", "is_fpn_channels", "is_box_head_size")
+_WIDTHS_OF_OLDER_CHECKPOINTS = {"is_fpn_channels": 256, "is_box_head_size": 1024}
 
 
 def load_mask_rcnn(profile, num_classes: int, path: Path) -> MaskRCNN:
     """A trained IS branch from its checkpoint: the architecture fields of the profile saved with it
     (:data:`ARCHITECTURE_FIELDS`), the rest from ``profile``; the local backbone weights are not needed again."""
     checkpoint = load_checkpoint(path)
-    saved = {name: checkpoint.config.get(name, old) for name, old in ARCHITECTURE_FIELDS.items()}
+    saved = {**_WIDTHS_OF_OLDER_CHECKPOINTS,
+             **{name: checkpoint.config[name] for name in ARCHITECTURE_FIELDS if name in checkpoint.config}}
     model = mask_rcnn_for(dataclasses.replace(profile, backbone_weights=None, **saved), num_classes)
     model.load_state_dict(checkpoint.state_dict)
     return model
