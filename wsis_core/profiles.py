@@ -95,9 +95,9 @@ class Profile:
     is_proposals: int = 300  # RPN proposals kept per image in training (half at test time)
     is_rois: int = 64  # RoIs sampled per image for the box and mask losses
     is_mask_channels: int = 64  # the mask head's width dominates a CPU iteration (torchvision: 256)
-    # FPN width, read by the RPN head, box head and mask head (torchvision: 256). 128 halves a CPU IS stage
-    # (fully supervised, 200 images: 285 s vs 551 s, mAP_r@0.5 77.5 vs 77.7; bench/results/is_fpn_width_cpu.md).
-    is_fpn_channels: int = 128
+    # FPN width, read by the RPN head, box head and mask head (torchvision: 256). 128 halves a CPU IS stage and
+    # kept mAP_r@0.5 fully supervised, but a weak round 1 lost 4.5 points (bench/results/is_fpn_width_cpu.md).
+    is_fpn_channels: int = 256
     is_box_head_size: int = 1024  # the box head's fully connected width (torchvision: 1024)
     is_score_threshold: float = 0.05  # predictions kept for evaluation
     is_label_score: float = 0.5  # IS predictions that become the next round's bags and SS labels
@@ -241,6 +241,5 @@ PROFILES: dict[str, Profile] = {
         is_proposals=2000,
         is_rois=512,
         is_mask_channels=256,
-        is_fpn_channels=256,
     ),
 }
