@@ -96,7 +96,7 @@ class Profile:
     is_rois: int = 64  # RoIs sampled per image for the box and mask losses
     is_mask_channels: int = 64  # the mask head's width dominates a CPU iteration (torchvision: 256)
     # FPN width, read by the RPN head, box head and mask head (torchvision: 256). 128 halves a CPU IS stage and
-    # kept mAP_r@0.5 fully supervised, but a weak round 1 lost 4.5 points (bench/results/is_fpn_width_cpu.md).
+    # kept mAP_r@0.5 fully supervised, but weak round 1 lost 3.8-4.5 points (bench/results/is_fpn_width_cpu.md).
     is_fpn_channels: int = 256
     is_box_head_size: int = 1024  # the box head's fully connected width (torchvision: 1024)
     is_score_threshold: float = 0.05  # predictions kept for evaluation
