@@ -237,11 +237,11 @@ def diagnostic_score_maps(config: RunConfig, work: Path, device, labels: dict[in
     return folder
 
 
-def score_map_miou(ctx: RoundContext, labels: dict[int, np.ndarray]) -> float:
-    """mIoU (background + classes) of argmax S against the ground-truth class maps of the train split."""
+def score_map_miou(ctx: RoundContext, labels: dict[int, np.ndarray], maps: WorkDir) -> float:
+    """mIoU (background + classes) of argmax S in ``maps`` against the ground-truth class maps of the train split."""
     conf = Confusion(len(ctx.config.classes))
     for info in ctx.train_set.images:
-        conf.add(ctx.work.read_scores(stages.SCORE_MAPS, Path(info.file_name).stem).argmax(axis=0), labels[info.id])
+        conf.add(maps.read_scores(stages.SCORE_MAPS, Path(info.file_name).stem).argmax(axis=0), labels[info.id])
     return conf.miou()
 
 
@@ -509,11 +509,10 @@ def main() -> None:
     folders = {name: diagnostic_score_maps(config, work, device, labels, name) for name in SCORE_MAP_VARIANTS}
     oracle = curve(config, work, device, mil, gt, iters, folders["oracle_s"], "oracle S")
     boxes["ccgr_oracle_s"] = oracle[profile.ccgr_iters]
-    score_maps = {"ss": {"miou": score_map_miou(ctx, labels), "ccgr": boxes["ccgr"]}}
+    score_maps = {"ss": {"miou": score_map_miou(ctx, labels, ctx.work), "ccgr": boxes["ccgr"]}}
     for name, folder in folders.items():
         ccgr_boxes = oracle if name == "oracle_s" else curve(config, work, device, mil, gt, [profile.ccgr_iters], folder, name)
-        score_maps[name] = {"miou": score_map_miou(RoundContext(work, 1, config, device, round_dir=folder), labels),
-                            "ccgr": ccgr_boxes[profile.ccgr_iters]}
+        score_maps[name] = {"miou": score_map_miou(ctx, labels, WorkDir(folder)), "ccgr": ccgr_boxes[profile.ccgr_iters]}
 
     seconds = {s: read_json(work / marker_name(s))["seconds"] for s in ROUND1}
     n_proposals = sum(len(ProposalStore(work / "proposals").proposals_for(i.id)[0]) for i in ctx.train_set.images) \
