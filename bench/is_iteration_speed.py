@@ -36,6 +36,7 @@ from wsis_core.device import resolve_device
 from wsis_core.instance_seg import (
     InstanceTargets,
     build_mask_rcnn,
+    forward_precision,
     group_by_image,
     instance_loader,
     seeded_rng,
@@ -43,6 +44,7 @@ from wsis_core.instance_seg import (
     to_device,
     train_instance_segmentation,
 )
+from wsis_core.profiles import IS_PRECISIONS
 
 WEIGHT_DECAY = 1e-4
 
@@ -52,14 +54,17 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bare_torchvision_round(model, batches, *, lr: float, seed: int, device: torch.device, tick: Callable[[], None]) -> None:
-    """One round of the torchvision reference loop over in-memory batches (same optimizer and schedule);
-    ``tick()`` after each iteration."""
+def bare_torchvision_round(
+    model, batches, *, lr: float, seed: int, device: torch.device, precision: str, tick: Callable[[], None]
+) -> None:
+    """One round of the torchvision reference loop over in-memory batches (same optimizer, schedule and
+    autocast as the IS stage); ``tick()`` after each iteration."""
     optimizer, scheduler = sgd_schedule(model, len(batches), lr=lr, weight_decay=WEIGHT_DECAY)
     model.train()
     with seeded_rng(seed, device):
         for images, targets in batches:
-            loss = sum(model(*to_device(images, targets, device)).values())
+            with forward_precision(device, precision):
+                loss = sum(model(*to_device(images, targets, device)).values())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -95,6 +100,7 @@ def main() -> None:
     parser.add_argument("--fpn-channels", type=int, default=256)
     parser.add_argument("--box-head-size", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--precision", choices=IS_PRECISIONS, default="fp32", help="of both loops' forward pass")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
@@ -125,11 +131,13 @@ def main() -> None:
             train_instance_segmentation(
                 stage_model, dataset, annotations, epochs=args.epochs, batch_size=args.batch, lr=args.lr,
                 weight_decay=WEIGHT_DECAY, device=device, num_workers=workers, flip=False, seed=args.seed,
-                on_progress=lambda done, total: tick(),
+                precision=args.precision, on_progress=lambda done, total: tick(),
             )
 
         def bare_round(tick: Callable[[], None]) -> None:
-            bare_torchvision_round(bare_model, batches, lr=args.lr, seed=args.seed, device=device, tick=tick)
+            bare_torchvision_round(
+                bare_model, batches, lr=args.lr, seed=args.seed, device=device, precision=args.precision, tick=tick
+            )
 
         stamps: dict[str, list[list[float]]] = {"is_stage": [], "bare_torchvision": []}
         loops = [("is_stage", stage_round), ("bare_torchvision", bare_round)]

@@ -237,6 +237,32 @@ def test_training_is_deterministic_for_a_seed():
     assert not model.training
 
 
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_precision_sets_the_forward_dtype_and_keeps_float32_weights(precision, dtype):
+    data = Squares(2, seed=6)
+    torch.manual_seed(0)
+    model = build_mask_rcnn(2, "resnet18", **LIGHT)
+    seen = []
+    model.backbone.body.conv1.register_forward_hook(lambda module, args, output: seen.append(output.dtype))
+    history = train_instance_segmentation(
+        model, data, data.annotations, epochs=2, batch_size=2, lr=0.01, weight_decay=1e-4, device=CPU,
+        flip=False, precision=precision,
+    )
+    assert seen == [dtype, dtype]
+    assert all(math.isfinite(v) for v in history["loss"])
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_training_rejects_an_unknown_precision():
+    data = Squares(1, seed=6)
+    model = build_mask_rcnn(2, "resnet18", **LIGHT)
+    with pytest.raises(WsisInputError, match="precision"):
+        train_instance_segmentation(
+            model, data, data.annotations, epochs=1, batch_size=1, lr=0.01, weight_decay=0.0, device=CPU,
+            precision="fp16",
+        )
+
+
 def test_overfit_losses_are_finite_and_fall(overfit):
     _, _, history = overfit
     names = {"loss", "lr", "loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}

@@ -28,6 +28,8 @@ mask is used). At test time "the inference only needs to take a forward pass thr
   above its usual range), so this loop uses SGD (momentum 0.9) with the references' linear warm-up
   from 1e-3 x lr, here over the first 10 % of the iterations (at most 1000), and Detectron's step
   schedule (lr x 0.1 after 2/3 and 8/9 of the iterations). Scale lr with the batch size (1e-2 at 16).
+  ``precision="bf16"`` runs the forward pass under bfloat16 autocast (``torch.autocast``), the usual
+  mixed-precision recipe: on a CPU with AVX-512 BF16 it takes ~1/3 off a ``tiny`` iteration.
 * Rounds (paper, "Iterative optimization"): the IS branch is retrained every round on the new pseudo
   labels. Pass the previous round's model (same ``num_classes``) to warm-start it; the warm-up still
   runs, so the new labels do not meet the full lr at once.
@@ -65,6 +67,7 @@ from wsis_core.backbone import BACKBONES, _load_weights
 from wsis_core.checkpoint import load_checkpoint
 from wsis_core.data.guard import weak_supervision
 from wsis_core.errors import WsisInputError
+from wsis_core.profiles import IS_PRECISIONS
 
 Progress = Callable[[int, int], None] | None
 Target = dict[str, torch.Tensor]
@@ -327,6 +330,11 @@ def seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
+def forward_precision(device: torch.device, precision: str) -> torch.autocast:
+    """The context of a training forward pass: bfloat16 autocast for ``"bf16"``, a no-op for ``"fp32"``."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def train_instance_segmentation(
     model: MaskRCNN,
     dataset,
@@ -340,6 +348,7 @@ def train_instance_segmentation(
     num_workers: int = 0,
     flip: bool = True,
     seed: int = 0,
+    precision: str = "fp32",
     on_progress: Progress = None,
 ) -> dict[str, list[float]]:
     """Train ``model`` on ``dataset``'s images with the COCO ``annotations`` (the pseudo labels).
@@ -348,8 +357,12 @@ def train_instance_segmentation(
     over the first 10 % of the iterations and x0.1 after 2/3 and 8/9 of them. Returns the history, one value per
     iteration, of ``loss`` (L_IS), each torchvision loss term (``loss_classifier``, ``loss_box_reg``,
     ``loss_mask``, ``loss_objectness``, ``loss_rpn_box_reg``) and ``lr``. The model ends on ``device`` in
-    eval mode. ``on_progress(done, total)`` is called after every iteration.
+    eval mode. ``precision`` ``"bf16"`` runs the forward pass under bfloat16 autocast (weights, gradients
+    and the optimizer stay float32), ``"fp32"`` in float32. ``on_progress(done, total)`` is called after every
+    iteration.
     """
+    if precision not in IS_PRECISIONS:
+        raise WsisInputError(f"precision must be one of {IS_PRECISIONS}, got {precision!r}")
     targets = InstanceTargets(dataset, group_by_image(annotations), flip=flip)
     classes = {int(ann["category_id"]) for _, anns in targets.items for ann in anns}
     if classes and not (min(classes) >= 1 and max(classes) < model_num_classes(model)):
@@ -367,7 +380,8 @@ def train_instance_segmentation(
     with weak_supervision(), seeded_rng(seed, device):
         for _ in range(epochs):
             for images, batch_targets in loader:
-                loss_terms = model(*to_device(images, batch_targets, device))
+                with forward_precision(device, precision):
+                    loss_terms = model(*to_device(images, batch_targets, device))
                 loss = sum(loss_terms.values())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -19,6 +19,7 @@ from wsis_core.errors import WsisInputError
 # Kept here, without importing torch, so that the API validates run configurations cheaply.
 BACKBONE_NAMES = ("resnet18", "resnet50")
 OUTPUT_STRIDES = (8, 16, 32)
+IS_PRECISIONS = ("fp32", "bf16")  # float32, or bfloat16 autocast of the IS branch's training forward pass
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class Profile:
     # kept mAP_r@0.5 fully supervised, but weak round 1 lost 3.8-4.5 points (bench/results/is_fpn_width_cpu.md).
     is_fpn_channels: int = 256
     is_box_head_size: int = 1024  # the box head's fully connected width (torchvision: 1024)
+    is_precision: str = "fp32"  # "bf16": autocast in IS training (see wsis_core.instance_seg)
     is_score_threshold: float = 0.05  # predictions kept for evaluation
     is_label_score: float = 0.5  # IS predictions that become the next round's bags and SS labels
 
@@ -141,6 +143,7 @@ class Profile:
             _require(0 <= getattr(self, name) <= 1, name, getattr(self, name), "between 0 and 1")
         _require(self.ccgr_context_scale > 1, "ccgr_context_scale", self.ccgr_context_scale, "greater than 1")
         _require(self.ccgr_gap in ("ring", "paper"), "ccgr_gap", self.ccgr_gap, "ring or paper")
+        _require(self.is_precision in IS_PRECISIONS, "is_precision", self.is_precision, " or ".join(IS_PRECISIONS))
         _require(self.crop_mode in ("argmax", "threshold"), "crop_mode", self.crop_mode, "argmax or threshold")
         _require(0 <= self.mil_feature_stage <= 3, "mil_feature_stage", self.mil_feature_stage, "between 0 and 3")
 

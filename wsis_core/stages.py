@@ -367,7 +367,7 @@ def stage_is_train(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
         train_instance_segmentation(
             model, ctx.train_set, annotations, epochs=profile.is_epochs, batch_size=profile.is_batch_size,
             lr=profile.is_lr, weight_decay=profile.is_weight_decay, device=ctx.device, seed=profile.seed,
-            on_progress=on_progress,
+            precision=profile.is_precision, on_progress=on_progress,
         )
     save_checkpoint(ctx.work.path(MODEL), model, {**profile.to_dict(), "round": ctx.number}, ctx.config.classes)
     return {"model": ctx.work.path(MODEL)}
