@@ -32,7 +32,7 @@ import torch
 from wsis_core.data.convert import ground_truth_to_coco
 from wsis_core.data.dataset import open_ground_truth, open_weak_dataset
 from wsis_core.data.synth import generate_dataset
-from wsis_core.device import resolve_device
+from wsis_core.device import resolve_device, resolve_precision
 from wsis_core.instance_seg import (
     InstanceTargets,
     build_mask_rcnn,
@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
     workers = args.workers if args.workers >= 0 else (0 if device.type == "cpu" else 4)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -131,12 +132,12 @@ def main() -> None:
             train_instance_segmentation(
                 stage_model, dataset, annotations, epochs=args.epochs, batch_size=args.batch, lr=args.lr,
                 weight_decay=WEIGHT_DECAY, device=device, num_workers=workers, flip=False, seed=args.seed,
-                precision=args.precision, on_progress=lambda done, total: tick(),
+                precision=precision, on_progress=lambda done, total: tick(),
             )
 
         def bare_round(tick: Callable[[], None]) -> None:
             bare_torchvision_round(
-                bare_model, batches, lr=args.lr, seed=args.seed, device=device, precision=args.precision, tick=tick
+                bare_model, batches, lr=args.lr, seed=args.seed, device=device, precision=precision, tick=tick
             )
 
         stamps: dict[str, list[list[float]]] = {"is_stage": [], "bare_torchvision": []}
@@ -153,6 +154,7 @@ def main() -> None:
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "threads": torch.get_num_threads(),
         "is_stage_workers": workers,
+        "precision": precision,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "iterations_per_round": len(batches),
         "seconds_per_iteration": times,

@@ -237,8 +237,12 @@ def test_training_is_deterministic_for_a_seed():
     assert not model.training
 
 
-@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
-def test_precision_sets_the_forward_dtype_and_keeps_float32_weights(precision, dtype):
+@pytest.mark.parametrize("precision, native, dtype", [
+    ("fp32", True, torch.float32), ("bf16", False, torch.bfloat16),
+    ("auto", True, torch.bfloat16), ("auto", False, torch.float32),
+])
+def test_precision_sets_the_forward_dtype_and_keeps_float32_weights(monkeypatch, precision, native, dtype):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": native})
     data = Squares(2, seed=6)
     torch.manual_seed(0)
     model = build_mask_rcnn(2, "resnet18", **LIGHT)

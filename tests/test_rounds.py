@@ -11,8 +11,10 @@ import torch
 from pycocotools.coco import COCO
 
 from wsis_core import stages
+from wsis_core.checkpoint import load_checkpoint
 from wsis_core.cli import main
 from wsis_core.data.dataset import open_weak_dataset
+from wsis_core.device import resolve_precision
 from wsis_core.evaluation import METRIC_KEYS
 from tiny_overrides import TINY_OVERRIDES
 from wsis_core.rounds import STAGES, RunConfig, run_rounds
@@ -58,7 +60,7 @@ def test_every_round_writes_the_contract_artifacts(weak_run, data):
             coco = COCO(str(round_dir / name))
             assert sorted(coco.getImgIds()) == ids
             assert all(ann["image_id"] in ids for ann in coco.dataset["annotations"])
-        assert (round_dir / "model.pt").is_file()
+        assert load_checkpoint(round_dir / "model.pt").config["is_precision"] == resolve_precision("auto", torch.device("cpu"))
         metrics = json.loads((round_dir / "metrics.json").read_text())
         assert list(metrics) == list(METRIC_KEYS)
         assert all(0 <= v <= 100 for v in metrics.values())

@@ -1,4 +1,5 @@
-"""Device selection shared by the CLI and the workers: every stage takes the ``torch.device`` it returns."""
+"""Device selection shared by the CLI and the workers: every stage takes the ``torch.device`` it returns,
+and the numeric precision that suits it."""
 
 from __future__ import annotations
 
@@ -28,3 +29,22 @@ def resolve_device(spec: str = "auto") -> torch.device:
     if index >= torch.cuda.device_count():
         raise WsisInputError(f"device {spec!r} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
     return torch.device("cuda", index)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bfloat16 natively: a CUDA GPU that supports it without emulation
+    (compute capability 8.0 and up), or a CPU with AVX-512 BF16 or AMX-BF16 instructions. Elsewhere bf16
+    is emulated and slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        capabilities = torch.cpu.get_capabilities()
+        return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+    return False
+
+
+def resolve_precision(spec: str, device: torch.device) -> str:
+    """``"fp32"`` or ``"bf16"`` as given; ``"auto"``: bf16 where ``device`` has it natively, else fp32."""
+    if spec == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return spec

@@ -29,7 +29,8 @@ mask is used). At test time "the inference only needs to take a forward pass thr
   from 1e-3 x lr, here over the first 10 % of the iterations (at most 1000), and Detectron's step
   schedule (lr x 0.1 after 2/3 and 8/9 of the iterations). Scale lr with the batch size (1e-2 at 16).
   ``precision="bf16"`` runs the forward pass under bfloat16 autocast (``torch.autocast``), the usual
-  mixed-precision recipe: on a CPU with AVX-512 BF16 it takes ~1/3 off a ``tiny`` iteration.
+  mixed-precision recipe: on 2 CPU cores with AVX-512 BF16 it takes a quarter off the ``tiny`` IS stage at
+  the same mAP (bench/results/is_precision_cpu.md); ``"auto"`` uses it where the device has bf16 natively.
 * Rounds (paper, "Iterative optimization"): the IS branch is retrained every round on the new pseudo
   labels. Pass the previous round's model (same ``num_classes``) to warm-start it; the warm-up still
   runs, so the new labels do not meet the full lr at once.
@@ -66,6 +67,7 @@ from wsis_core import masks
 from wsis_core.backbone import BACKBONES, _load_weights
 from wsis_core.checkpoint import load_checkpoint
 from wsis_core.data.guard import weak_supervision
+from wsis_core.device import resolve_precision
 from wsis_core.errors import WsisInputError
 from wsis_core.profiles import IS_PRECISIONS
 
@@ -358,11 +360,13 @@ def train_instance_segmentation(
     iteration, of ``loss`` (L_IS), each torchvision loss term (``loss_classifier``, ``loss_box_reg``,
     ``loss_mask``, ``loss_objectness``, ``loss_rpn_box_reg``) and ``lr``. The model ends on ``device`` in
     eval mode. ``precision`` ``"bf16"`` runs the forward pass under bfloat16 autocast (weights, gradients
-    and the optimizer stay float32), ``"fp32"`` in float32. ``on_progress(done, total)`` is called after every
+    and the optimizer stay float32), ``"fp32"`` in float32, ``"auto"`` bf16 where ``device`` computes it
+    natively (:func:`wsis_core.device.resolve_precision`). ``on_progress(done, total)`` is called after every
     iteration.
     """
     if precision not in IS_PRECISIONS:
         raise WsisInputError(f"precision must be one of {IS_PRECISIONS}, got {precision!r}")
+    precision = resolve_precision(precision, device)
     targets = InstanceTargets(dataset, group_by_image(annotations), flip=flip)
     classes = {int(ann["category_id"]) for _, anns in targets.items for ann in anns}
     if classes and not (min(classes) >= 1 and max(classes) < model_num_classes(model)):

@@ -19,7 +19,7 @@ from wsis_core.errors import WsisInputError
 # Kept here, without importing torch, so that the API validates run configurations cheaply.
 BACKBONE_NAMES = ("resnet18", "resnet50")
 OUTPUT_STRIDES = (8, 16, 32)
-IS_PRECISIONS = ("fp32", "bf16")  # float32, or bfloat16 autocast of the IS branch's training forward pass
+IS_PRECISIONS = ("auto", "fp32", "bf16")  # IS training forward pass: bf16 autocast where native ("auto"), fp32, bf16
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,9 @@ class Profile:
     # kept mAP_r@0.5 fully supervised, but weak round 1 lost 3.8-4.5 points (bench/results/is_fpn_width_cpu.md).
     is_fpn_channels: int = 256
     is_box_head_size: int = 1024  # the box head's fully connected width (torchvision: 1024)
-    is_precision: str = "fp32"  # "bf16": autocast in IS training (see wsis_core.instance_seg)
+    # IS training forward pass: "auto" = bf16 autocast where the device has bf16 instructions (2 CPU cores with
+    # AVX-512 BF16: -24 % is_train at the same mAP, bench/results/is_precision_cpu.md), else fp32.
+    is_precision: str = "auto"
     is_score_threshold: float = 0.05  # predictions kept for evaluation
     is_label_score: float = 0.5  # IS predictions that become the next round's bags and SS labels
 

@@ -26,6 +26,7 @@ from wsis_core.classifier import build_classifier, train_classifier
 from wsis_core.data.convert import ground_truth_to_coco
 from wsis_core.data.dataset import open_ground_truth
 from wsis_core.data.guard import weak_supervision
+from wsis_core.device import resolve_precision
 from wsis_core.evaluation import evaluate
 from wsis_core.io import read_json, write_json
 from wsis_core.instance_seg import load_mask_rcnn, mask_rcnn_for, predict_instances, train_instance_segmentation
@@ -359,17 +360,20 @@ def _training_annotations(ctx: RoundContext) -> list[dict]:
 
 
 def stage_is_train(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
-    """Mask R-CNN (the IS branch) on the pseudo labels, warm-started from the previous round."""
+    """Mask R-CNN (the IS branch) on the pseudo labels, warm-started from the previous round; the checkpoint
+    records the precision it was trained in."""
     profile = ctx.profile
     annotations = _training_annotations(ctx)
     model = _load_mask_rcnn(ctx, ctx.previous().require(MODEL)) if ctx.number > 1 else mask_rcnn_for(ctx.profile, len(ctx.config.classes) + 1)
+    precision = resolve_precision(profile.is_precision, ctx.device)
     with _guard(ctx):
         train_instance_segmentation(
             model, ctx.train_set, annotations, epochs=profile.is_epochs, batch_size=profile.is_batch_size,
             lr=profile.is_lr, weight_decay=profile.is_weight_decay, device=ctx.device, seed=profile.seed,
-            precision=profile.is_precision, on_progress=on_progress,
+            precision=precision, on_progress=on_progress,
         )
-    save_checkpoint(ctx.work.path(MODEL), model, {**profile.to_dict(), "round": ctx.number}, ctx.config.classes)
+    trained_with = {**profile.to_dict(), "is_precision": precision, "round": ctx.number}  # "auto" resolved
+    save_checkpoint(ctx.work.path(MODEL), model, trained_with, ctx.config.classes)
     return {"model": ctx.work.path(MODEL)}
 
 
