@@ -32,11 +32,10 @@ import torch
 from wsis_core.data.convert import ground_truth_to_coco
 from wsis_core.data.dataset import open_ground_truth, open_weak_dataset
 from wsis_core.data.synth import generate_dataset
-from wsis_core.device import resolve_device, resolve_precision
+from wsis_core.device import forward_precision, resolve_device, resolve_precision
 from wsis_core.instance_seg import (
     InstanceTargets,
     build_mask_rcnn,
-    forward_precision,
     group_by_image,
     instance_loader,
     seeded_rng,
@@ -44,7 +43,7 @@ from wsis_core.instance_seg import (
     to_device,
     train_instance_segmentation,
 )
-from wsis_core.profiles import IS_PRECISIONS
+from wsis_core.profiles import PRECISIONS
 
 WEIGHT_DECAY = 1e-4
 
@@ -100,7 +99,7 @@ def main() -> None:
     parser.add_argument("--fpn-channels", type=int, default=256)
     parser.add_argument("--box-head-size", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--precision", choices=IS_PRECISIONS, default="fp32", help="of both loops' forward pass")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="of both loops' forward pass")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")

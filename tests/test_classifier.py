@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from wsis_core.backbone import build_backbone, load_batch, present_classes
+from wsis_core.backbone import Schedule, build_backbone, cue_schedule, fit, load_batch, present_classes
 from wsis_core.checkpoint import load_checkpoint, save_checkpoint
 from wsis_core.classifier import (
     Classifier, build_classifier, classification_loss, compute_cams, pool_maps, random_scale, train_classifier,
@@ -110,6 +110,47 @@ def test_training_steps_reduce_the_loss(synth_dataset):
     assert loss() < before
 
 
+def _recording_fit(schedule: Schedule, num_items: int):
+    """Run fit on a one-weight model; returns the positions of every batch and whether autocast was on."""
+    model = torch.nn.Linear(1, 1)
+    batches, autocast = [], []
+
+    def batch_loss(positions, _generator):
+        batches.append(positions)
+        autocast.append(torch.is_autocast_enabled("cpu"))
+        return model(torch.ones(len(positions), 1)).sum()
+
+    calls = []
+    losses = fit(model, num_items, batch_loss, schedule, torch.device("cpu"), lambda *a: calls.append(a))
+    assert len(losses) == len(batches) == schedule.steps(num_items) and calls[-1] == (len(batches),) * 2
+    return batches, autocast
+
+
+def test_fit_draws_at_most_epoch_items_per_epoch():
+    batches, _ = _recording_fit(Schedule(epochs=3, batch_size=2, lr=0.1, weight_decay=0, epoch_items=4), 10)
+    epochs = [sum(batches[i : i + 2], []) for i in range(0, 6, 2)]
+    assert len(batches) == 6 and all(len(set(e)) == 4 and set(e) <= set(range(10)) for e in epochs)
+    assert len({tuple(sorted(e)) for e in epochs}) > 1  # a fresh subset each epoch
+    batches, _ = _recording_fit(Schedule(epochs=2, batch_size=4, lr=0.1, weight_decay=0, epoch_items=50), 10)
+    assert [sorted(sum(batches[i : i + 3], [])) for i in (0, 3)] == [list(range(10))] * 2  # cap above the data
+
+
+def test_fit_runs_the_forward_pass_in_the_schedules_precision():
+    for precision, expected in (("fp32", False), ("bf16", True)):
+        _, autocast = _recording_fit(Schedule(epochs=1, batch_size=2, lr=0.1, weight_decay=0, precision=precision), 4)
+        assert autocast == [expected, expected]
+
+
+def test_cue_schedule_reads_the_profile(monkeypatch):
+    profile = get_profile("tiny", aff_epochs=3, aff_batch_size=5, aff_lr=0.5, seed=7, epoch_images=9)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True})
+    assert cue_schedule(profile, "aff", torch.device("cpu")) == Schedule(3, 5, 0.5, 1e-4, 7, 9, "bf16")
+    assert cue_schedule(profile, "aff", torch.device("cpu")).steps(100) == 3 * 2  # 3 epochs of 9 images, batch 5
+    assert cue_schedule(get_profile("tiny", cue_precision="fp32"), "cls", torch.device("cpu")).precision == "fp32"
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {})
+    assert cue_schedule(profile, "cls", torch.device("cpu")).precision == "fp32"
+
+
 def test_present_classes_use_image_level_labels(synth_dataset):
     dataset = open_weak_dataset(synth_dataset, "train")
     present = present_classes(dataset, [0, 1])
@@ -141,7 +182,14 @@ def test_profiles_and_overrides():
     profile = get_profile("tiny", cls_epochs="2", psp_bins="1,2", freeze_bn="true", backbone_weights="none")
     assert (profile.cls_epochs, profile.psp_bins, profile.freeze_bn) == (2, (1, 2), True)
     assert profile.backbone_weights is None
+    assert PROFILES["tiny"].epoch_images == 200 and paper.epoch_images is None
+    assert get_profile("paper", epoch_images="300").epoch_images == 300
+    assert get_profile("tiny", epoch_images="none").epoch_images is None
     for name, overrides, message in [
+        ("tiny", {"epoch_images": 0}, "epoch_images"),
+        ("tiny", {"epoch_images": "many"}, "epoch_images"),
+        ("tiny", {"epoch_images": True}, "epoch_images"),
+        ("tiny", {"cue_precision": "fp16"}, "cue_precision"),
         ("huge", {}, "unknown profile 'huge'"),
         ("tiny", {"epochs": 3}, "unknown profile field"),
         ("tiny", {"peak_window": 4}, "peak_window"),

@@ -28,6 +28,7 @@ from wsis_core.instance_seg import (
     anchor_sizes,
     build_mask_rcnn,
     group_by_image,
+    instance_loader,
     load_mask_rcnn,
     mask_rcnn_for,
     lr_factor,
@@ -255,6 +256,24 @@ def test_precision_sets_the_forward_dtype_and_keeps_float32_weights(monkeypatch,
     assert seen == [dtype, dtype]
     assert all(math.isfinite(v) for v in history["loss"])
     assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_an_epoch_draws_at_most_epoch_images_images():
+    data = Squares(5, seed=3)
+    targets = InstanceTargets(data, group_by_image(data.annotations), flip=False)
+    capped = instance_loader(targets, 2, seed=0, epoch_images=3)
+    assert [sum(len(images) for images, _ in capped) for _ in range(2)] == [3, 3]
+    subsets = [tuple(sorted(capped.sampler)) for _ in range(5)]
+    assert all(len(set(s)) == 3 for s in subsets) and len(set(subsets)) > 1  # a fresh subset each epoch
+    for cap in (None, 5, 9):  # every image, in the same order as without a cap
+        loader = instance_loader(targets, 2, seed=0, epoch_images=cap)
+        assert list(loader.sampler) == list(instance_loader(targets, 2, seed=0).sampler)
+        assert sum(len(images) for images, _ in loader) == 5
+    history = train_instance_segmentation(
+        build_mask_rcnn(2, "resnet18", **LIGHT), data, data.annotations, epochs=2, batch_size=2, lr=0.01,
+        weight_decay=1e-4, device=CPU, flip=False, epoch_images=3,
+    )
+    assert len(history["loss"]) == 2 * 2  # 2 epochs of 3 images in batches of 2
 
 
 def test_training_rejects_an_unknown_precision():

@@ -139,6 +139,9 @@ def test_train_mil_lowers_the_loss_and_select_boxes_picks_the_argmax():
     assert sum(history[-2:]) < 0.1 * sum(history[:2])
     assert backbone.net[0].weight.grad is not None and not head.training
 
+    capped = train_mil(backbone, head, dataset, bags, proposals, transform=to_input, epochs=3, epoch_images=1)
+    assert len(capped) == 3  # one of the two images with bags per epoch
+
     selected = select_boxes(backbone, head, dataset, bags, proposals, transform=to_input)
     assert sorted(selected) == [1, 2] and [box.label for box in selected[1]] == [1, 2]
     indices, mask, labels = pack_bags(bags[1])

@@ -6,13 +6,15 @@
   them, as PSPNet (Zhao et al. 2017) and PSA (Ahn & Kwak 2018) do.
 * Input pipeline: images resized to the profile's square input size and ImageNet-normalised; results
   are mapped back to each image's own resolution by the stages.
-* :func:`fit`: the Adam loop of the paper (lr and weight decay from the profile) over shuffled batches.
+* :func:`fit`: the Adam loop of the paper (lr and weight decay from the profile) over shuffled batches,
+  as long and in the precision its :class:`Schedule` says.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from wsis_core.device import forward_precision, resolve_precision
 from wsis_core.errors import WsisInputError
 from wsis_core.profiles import BACKBONE_NAMES, OUTPUT_STRIDES, Profile
 
@@ -174,33 +177,75 @@ def num_batches(items: int, batch_size: int) -> int:
     return math.ceil(items / batch_size)
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """How a branch trains in :func:`fit`: ``epochs`` of shuffled ``batch_size`` batches, Adam with ``lr`` and
+    ``weight_decay``, order and augmentation seeded by ``seed``. An epoch draws at most ``epoch_items`` items
+    (a fresh random subset each epoch; None: all), so a profile's step count stops growing with the data.
+    ``precision`` ``"bf16"`` runs each batch's forward pass under bfloat16 autocast, ``"fp32"`` in float32."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    seed: int = 0
+    epoch_items: int | None = None
+    precision: str = "fp32"
+
+    def epoch_size(self, num_items: int) -> int:
+        return num_items if self.epoch_items is None else min(num_items, self.epoch_items)
+
+    def steps(self, num_items: int) -> int:
+        return self.epochs * num_batches(self.epoch_size(num_items), self.batch_size)
+
+
+def branch_schedule(profile: Profile, branch: str, precision: str = "fp32") -> Schedule:
+    """The profile's ``<branch>_epochs``, ``_batch_size``, ``_lr`` and ``_weight_decay`` (branch ``cls``, ``aff``
+    or ``seg``) and its ``epoch_images``, in ``precision``."""
+    return Schedule(
+        epochs=getattr(profile, f"{branch}_epochs"),
+        batch_size=getattr(profile, f"{branch}_batch_size"),
+        lr=getattr(profile, f"{branch}_lr"),
+        weight_decay=getattr(profile, f"{branch}_weight_decay"),
+        seed=profile.seed,
+        epoch_items=profile.epoch_images,
+        precision=precision,
+    )
+
+
+def cue_schedule(profile: Profile, branch: str, device: torch.device) -> Schedule:
+    """:func:`branch_schedule` of a round-1 cue network (``cls`` or ``aff``), in the profile's ``cue_precision``
+    resolved for ``device``."""
+    return branch_schedule(profile, branch, resolve_precision(profile.cue_precision, device))
+
+
 def fit(
     model: nn.Module,
     num_items: int,
     batch_loss: Callable[[list[int], torch.Generator], torch.Tensor],
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    seed: int,
+    schedule: Schedule,
+    device: torch.device,
     on_progress: Progress = None,
 ) -> list[float]:
-    """Train ``model`` with Adam (paper, "Implementation details") over shuffled mini-batches.
+    """Train ``model`` with Adam (paper, "Implementation details") over shuffled mini-batches (``schedule``).
 
     ``batch_loss(positions, generator)`` loads the batch at those dataset positions and returns its
     loss; the generator drives the augmentation. Returns the loss of every step; leaves the model in
     eval mode.
     """
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
-    generator = torch.Generator().manual_seed(seed)
-    total = epochs * num_batches(num_items, batch_size)
+    optimizer = torch.optim.Adam(
+        [p for p in model.parameters() if p.requires_grad], lr=schedule.lr, weight_decay=schedule.weight_decay
+    )
+    generator = torch.Generator().manual_seed(schedule.seed)
+    epoch_size = schedule.epoch_size(num_items)
+    total = schedule.steps(num_items)
     losses: list[float] = []
     model.train()
-    for _ in range(epochs):
-        order = torch.randperm(num_items, generator=generator).tolist()
-        for start in range(0, num_items, batch_size):
-            loss = batch_loss(order[start : start + batch_size], generator)
+    for _ in range(schedule.epochs):
+        order = torch.randperm(num_items, generator=generator).tolist()[:epoch_size]
+        for start in range(0, epoch_size, schedule.batch_size):
+            with forward_precision(device, schedule.precision):
+                loss = batch_loss(order[start : start + schedule.batch_size], generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

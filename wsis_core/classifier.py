@@ -29,7 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsis_core.backbone import Backbone, Progress, backbone_for, fit, load_batch, present_classes, random_flip
+from wsis_core.backbone import (
+    Backbone, Progress, backbone_for, cue_schedule, fit, load_batch, present_classes, random_flip,
+)
 from wsis_core.data.guard import weak_supervision
 from wsis_core.profiles import Profile
 
@@ -105,10 +107,7 @@ def train_classifier(
         return classification_loss(model, images, present_classes(dataset, positions).to(device))
 
     with weak_supervision():
-        fit(
-            model, len(dataset), batch_loss, epochs=profile.cls_epochs, batch_size=profile.cls_batch_size,
-            lr=profile.cls_lr, weight_decay=profile.cls_weight_decay, seed=profile.seed, on_progress=on_progress,
-        )
+        fit(model, len(dataset), batch_loss, cue_schedule(profile, "cls", device), device, on_progress)
     return model
 
 

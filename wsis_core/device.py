@@ -48,3 +48,8 @@ def resolve_precision(spec: str, device: torch.device) -> str:
     if spec == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     return spec
+
+
+def forward_precision(device: torch.device, precision: str) -> torch.autocast:
+    """The context of a training forward pass: bfloat16 autocast for ``"bf16"``, a no-op for ``"fp32"``."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 import torchvision
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
@@ -67,9 +67,9 @@ from wsis_core import masks
 from wsis_core.backbone import BACKBONES, _load_weights
 from wsis_core.checkpoint import load_checkpoint
 from wsis_core.data.guard import weak_supervision
-from wsis_core.device import resolve_precision
+from wsis_core.device import forward_precision, resolve_precision
 from wsis_core.errors import WsisInputError
-from wsis_core.profiles import IS_PRECISIONS
+from wsis_core.profiles import PRECISIONS
 
 Progress = Callable[[int, int], None] | None
 Target = dict[str, torch.Tensor]
@@ -273,18 +273,30 @@ def collate(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[list[torch.Te
 
 
 def instance_loader(
-    targets: InstanceTargets, batch_size: int, *, seed: int, num_workers: int = 0, pin_memory: bool = False
+    targets: InstanceTargets,
+    batch_size: int,
+    *,
+    seed: int,
+    epoch_images: int | None = None,
+    num_workers: int = 0,
+    pin_memory: bool = False,
 ) -> DataLoader:
-    """Shuffled training batches of ``targets``; the order (and the workers' RNG) follow ``seed``."""
+    """Shuffled training batches of ``targets``, at most ``epoch_images`` images (a fresh random subset) per
+    pass over the loader (None: all); the order (and the workers' RNG) follow ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    subset = epoch_images is not None and epoch_images < len(targets)
+    # shuffle=True when the epoch is every image: RandomSampler with num_samples set draws one extra permutation.
+    sampler = RandomSampler(targets, num_samples=epoch_images, generator=generator) if subset else None
     return DataLoader(
         targets,
         batch_size=batch_size,
-        shuffle=True,
+        shuffle=not subset,
+        sampler=sampler,
         collate_fn=collate,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         pin_memory=pin_memory,
-        generator=torch.Generator().manual_seed(seed),
+        generator=generator,
     )
 
 
@@ -332,11 +344,6 @@ def seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
-def forward_precision(device: torch.device, precision: str) -> torch.autocast:
-    """The context of a training forward pass: bfloat16 autocast for ``"bf16"``, a no-op for ``"fp32"``."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
 def train_instance_segmentation(
     model: MaskRCNN,
     dataset,
@@ -350,6 +357,7 @@ def train_instance_segmentation(
     num_workers: int = 0,
     flip: bool = True,
     seed: int = 0,
+    epoch_images: int | None = None,
     precision: str = "fp32",
     on_progress: Progress = None,
 ) -> dict[str, list[float]]:
@@ -364,8 +372,8 @@ def train_instance_segmentation(
     natively (:func:`wsis_core.device.resolve_precision`). ``on_progress(done, total)`` is called after every
     iteration.
     """
-    if precision not in IS_PRECISIONS:
-        raise WsisInputError(f"precision must be one of {IS_PRECISIONS}, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise WsisInputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     precision = resolve_precision(precision, device)
     targets = InstanceTargets(dataset, group_by_image(annotations), flip=flip)
     classes = {int(ann["category_id"]) for _, anns in targets.items for ann in anns}
@@ -376,7 +384,8 @@ def train_instance_segmentation(
     if len(targets) == 0:
         raise WsisInputError("no image has an instance annotation: nothing to train the IS branch on")
     loader = instance_loader(
-        targets, batch_size, seed=seed, num_workers=num_workers, pin_memory=device.type == "cuda"
+        targets, batch_size, seed=seed, epoch_images=epoch_images, num_workers=num_workers,
+        pin_memory=device.type == "cuda",
     )
     optimizer, scheduler = sgd_schedule(model, epochs * len(loader), lr=lr, weight_decay=weight_decay)
     history: dict[str, list[float]] = defaultdict(list)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
-from wsis_core.backbone import fit
+from wsis_core.backbone import Schedule, fit
 from wsis_core.bags import Bag
 
 ProgressFn = Callable[[int, int], None]
@@ -160,13 +160,14 @@ def train_mil(
     weight_decay: float = 1e-4,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    epoch_images: int | None = None,
     on_progress: ProgressFn | None = None,
 ) -> list[float]:
     """Stage: train backbone + head on the bags with L_MIL (Eq. 2), one image (all its bags) per step.
 
     Adam over every parameter with ``requires_grad`` (freeze backbone layers by turning it off), images
-    with bags in a fresh seeded order each epoch. ``on_progress(done, total)`` after each step, total =
-    epochs x images with bags. Returns the loss of every step; leaves both modules in eval mode.
+    with bags in a fresh seeded order each epoch, at most ``epoch_images`` of them per epoch (None: all).
+    ``on_progress(done, total)`` after each step. Returns the loss of every step; leaves both modules in eval mode.
     """
     model = nn.ModuleList([backbone, head]).to(device)
     positions = _positions(dataset, bags_by_image)
@@ -177,10 +178,8 @@ def train_mil(
         phi, _, _, labels, _, _ = _image_scores(backbone, head, dataset, index, bags, proposals, device, transform)
         return mil_loss(phi, labels)
 
-    return fit(
-        model, len(positions), image_loss, epochs=epochs, batch_size=1, lr=lr, weight_decay=weight_decay,
-        seed=seed, on_progress=on_progress,
-    )
+    schedule = Schedule(epochs, 1, lr, weight_decay, seed, epoch_images)
+    return fit(model, len(positions), image_loss, schedule, torch.device(device), on_progress)
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ from wsis_core.errors import WsisInputError
 # Kept here, without importing torch, so that the API validates run configurations cheaply.
 BACKBONE_NAMES = ("resnet18", "resnet50")
 OUTPUT_STRIDES = (8, 16, 32)
-IS_PRECISIONS = ("auto", "fp32", "bf16")  # IS training forward pass: bf16 autocast where native ("auto"), fp32, bf16
+PRECISIONS = ("auto", "fp32", "bf16")  # training forward passes: bf16 autocast where native ("auto"), fp32, bf16
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,15 @@ class Profile:
     freeze_bn: bool = False  # keep batch-norm statistics fixed (needed for batch size 1)
     seed: int = 0
     infer_batch_size: int = 16
+    # Images an epoch of every training loop draws (a fresh random subset each epoch; None: the whole train split).
+    # tiny's epochs were set on 200 images: the cap keeps its step counts, and so its time per round, from growing
+    # with the data (600 images: 3 rounds in 31.8 -> XX min on 2 CPU cores, bench/results/paper_tables_600_cpu.md).
+    epoch_images: int | None = 200
+    # Training forward pass of the round-1 cue networks (classifier and AffinityNet): "auto" = bf16 autocast where
+    # the device has bf16 instructions, else fp32. On 2 CPU cores with AVX-512 BF16 it cut their training by 45 % /
+    # 36 % at the same PSA label mIoU; the SS branch lost 0.8 / 4.5 mIoU points in bf16 (seeds 0 / 1), so it and the
+    # MIL branch stay fp32 (bench/results/cue_precision_cpu.md).
+    cue_precision: str = "auto"
     # Multi-label classifier (image-level labels, BCE): CAMs and PRM peaks.
     cls_epochs: int = 4
     cls_batch_size: int = 16
@@ -145,7 +154,9 @@ class Profile:
             _require(0 <= getattr(self, name) <= 1, name, getattr(self, name), "between 0 and 1")
         _require(self.ccgr_context_scale > 1, "ccgr_context_scale", self.ccgr_context_scale, "greater than 1")
         _require(self.ccgr_gap in ("ring", "paper"), "ccgr_gap", self.ccgr_gap, "ring or paper")
-        _require(self.is_precision in IS_PRECISIONS, "is_precision", self.is_precision, " or ".join(IS_PRECISIONS))
+        for name in ("cue_precision", "is_precision"):
+            _require(getattr(self, name) in PRECISIONS, name, getattr(self, name), " or ".join(PRECISIONS))
+        _require(self.epoch_images is None or self.epoch_images >= 1, "epoch_images", self.epoch_images, "at least 1 or none")
         _require(self.crop_mode in ("argmax", "threshold"), "crop_mode", self.crop_mode, "argmax or threshold")
         _require(0 <= self.mil_feature_stage <= 3, "mil_feature_stage", self.mil_feature_stage, "between 0 and 3")
 
@@ -181,8 +192,8 @@ def _parse(name: str, value):
             return text.lower() in ("true", "1", "yes")
         if hint in (int, float):
             return hint(text)
-        if hint == (float | None):
-            return None if text.lower() in ("", "none") else float(text)
+        if hint in (float | None, int | None):
+            return None if text.lower() in ("", "none") else hint.__args__[0](text)
         if hint == tuple[int, ...]:
             return tuple(int(part) for part in text.split(","))
     except ValueError:
@@ -197,8 +208,8 @@ def _check_type(name: str, value, hint) -> None:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif hint == tuple[int, ...]:
         ok = isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    elif hint == (str | None):
-        ok = value is None or isinstance(value, str)
+    elif hint in (str | None, int | None):
+        ok = value is None or (isinstance(value, hint.__args__[0]) and not isinstance(value, bool))
     else:
         ok = isinstance(value, hint)
     _require(ok, name, value, f"must be {_type_name(hint)}")
@@ -246,5 +257,6 @@ PROFILES: dict[str, Profile] = {
         is_proposals=2000,
         is_rois=512,
         is_mask_channels=256,
+        epoch_images=None,
     ),
 }

@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsis_core.backbone import Backbone, Progress, backbone_for, fit, iterate_images, load_batch, random_flip
+from wsis_core.backbone import (
+    Backbone, Progress, backbone_for, branch_schedule, fit, iterate_images, load_batch, random_flip,
+)
 from wsis_core.data.guard import weak_supervision
 from wsis_core.data.types import VOID
 from wsis_core.errors import WsisInputError
@@ -128,10 +130,7 @@ def train_segmentation(
         return segmentation_loss(model(images), targets)
 
     with weak_supervision():
-        fit(
-            model, len(dataset), batch_loss, epochs=profile.seg_epochs, batch_size=profile.seg_batch_size,
-            lr=profile.seg_lr, weight_decay=profile.seg_weight_decay, seed=profile.seed, on_progress=on_progress,
-        )
+        fit(model, len(dataset), batch_loss, branch_schedule(profile, "seg"), device, on_progress)
     return model
 
 

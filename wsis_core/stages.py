@@ -231,8 +231,8 @@ def _mil_boxes(ctx: RoundContext, on_progress: Progress) -> list[dict]:
     with _guard(ctx):
         bags = _bags(ctx, proposals, bag_p)
         train_mil(backbone, head, ds, bags, proposals, transform=transform, epochs=profile.mil_epochs,
-                  lr=profile.mil_lr, weight_decay=profile.mil_weight_decay, device=ctx.device,
-                  seed=profile.seed, on_progress=train_p)
+                  lr=profile.mil_lr, weight_decay=profile.mil_weight_decay, device=ctx.device, seed=profile.seed,
+                  epoch_images=profile.epoch_images, on_progress=train_p)
         selected = select_boxes(backbone, head, ds, bags, proposals, transform=transform, device=ctx.device,
                                 on_progress=select_p)
     save_checkpoint(ctx.work.path(MIL), torch.nn.ModuleList([backbone, head]), profile.to_dict(), ctx.config.classes)
@@ -370,7 +370,7 @@ def stage_is_train(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
         train_instance_segmentation(
             model, ctx.train_set, annotations, epochs=profile.is_epochs, batch_size=profile.is_batch_size,
             lr=profile.is_lr, weight_decay=profile.is_weight_decay, device=ctx.device, seed=profile.seed,
-            precision=precision, on_progress=on_progress,
+            epoch_images=profile.epoch_images, precision=precision, on_progress=on_progress,
         )
     trained_with = {**profile.to_dict(), "is_precision": precision, "round": ctx.number}  # "auto" resolved
     save_checkpoint(ctx.work.path(MODEL), model, trained_with, ctx.config.classes)
