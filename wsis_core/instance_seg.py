@@ -363,7 +363,8 @@ def train_instance_segmentation(
 ) -> dict[str, list[float]]:
     """Train ``model`` on ``dataset``'s images with the COCO ``annotations`` (the pseudo labels).
 
-    :func:`sgd_schedule` over all ``epochs``: SGD (momentum 0.9, ``weight_decay``), lr ``lr`` warmed up
+    :func:`sgd_schedule` over all ``epochs`` (each of at most ``epoch_images`` images, a fresh random subset;
+    None: all): SGD (momentum 0.9, ``weight_decay``), lr ``lr`` warmed up
     over the first 10 % of the iterations and x0.1 after 2/3 and 8/9 of them. Returns the history, one value per
     iteration, of ``loss`` (L_IS), each torchvision loss term (``loss_classifier``, ``loss_box_reg``,
     ``loss_mask``, ``loss_objectness``, ``loss_rpn_box_reg``) and ``lr``. The model ends on ``device`` in

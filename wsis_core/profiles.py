@@ -35,7 +35,7 @@ class Profile:
     infer_batch_size: int = 16
     # Images an epoch of every training loop draws (a fresh random subset each epoch; None: the whole train split).
     # tiny's epochs were set on 200 images: the cap keeps its step counts, and so its time per round, from growing
-    # with the data (600 images: 3 rounds in 31.8 -> XX min on 2 CPU cores, bench/results/paper_tables_600_cpu.md).
+    # with the data (600 images: 3 rounds in 16.6 min on 2 CPU cores, bench/results/paper_tables_600_cpu.md).
     epoch_images: int | None = 200
     # Training forward pass of the round-1 cue networks (classifier and AffinityNet): "auto" = bf16 autocast where
     # the device has bf16 instructions, else fp32. On 2 CPU cores with AVX-512 BF16 it cut their training by 45 % /
