@@ -35,7 +35,7 @@ class Profile:
     infer_batch_size: int = 16
     # Images an epoch of every training loop draws (a fresh random subset each epoch; None: the whole train split).
     # tiny's epochs were set on 200 images: the cap keeps its step counts, and so its time per round, from growing
-    # with the data (600 images: 3 rounds in 16.6 min on 2 CPU cores, bench/results/paper_tables_600_cpu.md).
+    # with the data (600 images: 3 rounds in 18.2 min on 2 CPU cores, bench/results/paper_tables_600_cpu.md).
     epoch_images: int | None = 200
     # Training forward pass of the round-1 cue networks (classifier and AffinityNet): "auto" = bf16 autocast where
     # the device has bf16 instructions, else fp32. On 2 CPU cores with AVX-512 BF16 it cut their training by 45 % /
@@ -44,7 +44,7 @@ class Profile:
     cue_precision: str = "auto"
     # Multi-label classifier (image-level labels, BCE): CAMs and PRM peaks.
     # Cue steps (epochs of epoch_images): 6 / 3 / 3 instead of 4 / 1 / 2 raised weak round 3 on 600 images from
-    # 48.5 / 44.1 to 72.8 / 59.2 mAP_r@0.5 (seeds 0 / 1) for 1.6 more minutes in 3 rounds (paper_tables_600_cpu.md).
+    # 48.5 / 44.1 to 72.8 / 59.2 mAP_r@0.5 (seeds 0 / 1) for 1.6 more minutes in 3 rounds (bench/results/cue_steps_600_cpu.md).
     cls_epochs: int = 6
     cls_batch_size: int = 16
     cls_lr: float = 3e-4  # 1e-3 did not fit the synthetic set from random init; 3e-4 did
