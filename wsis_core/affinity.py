@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsis_core.backbone import (
-    Backbone, Progress, cue_schedule, fit, iterate_images, load_batch, num_batches, present_classes, random_flip,
-    split_progress,
+    Backbone, Progress, branch_schedule, cue_schedule, fit, iterate_images, load_batch, num_batches, present_classes,
+    random_flip, split_progress,
 )
 from wsis_core.classifier import Classifier, compute_cams
 from wsis_core.data.guard import weak_supervision
@@ -184,9 +184,9 @@ def _dataset_seeds(
     )
 
 
-def _affinity_steps(num_images: int, profile: Profile, device: torch.device) -> tuple[int, int]:
+def _affinity_steps(num_images: int, profile: Profile) -> tuple[int, int]:
     """Progress steps of :func:`train_affinity`: seed batches, then training steps."""
-    return num_batches(num_images, profile.infer_batch_size), cue_schedule(profile, "aff", device).steps(num_images)
+    return num_batches(num_images, profile.infer_batch_size), branch_schedule(profile, "aff").steps(num_images)
 
 
 def train_affinity(
@@ -204,7 +204,7 @@ def train_affinity(
     """
     classifier = classifier.to(device).eval()
     model = (model if model is not None else AffinityNet(copy.deepcopy(classifier.backbone))).to(device)
-    seed_progress, fit_progress = split_progress(on_progress, *_affinity_steps(len(dataset), profile, device))
+    seed_progress, fit_progress = split_progress(on_progress, *_affinity_steps(len(dataset), profile))
     height, width = model.feature_size(profile.input_size, device)
     pairs = radius_pairs(height, width, profile.aff_radius, device)
 
@@ -267,7 +267,7 @@ def make_semantic_labels(
 ) -> SemanticLabels:
     """Round-1 cues of the SS branch: train AffinityNet on the CAM seeds, then label every image."""
     train_progress, label_progress = split_progress(
-        on_progress, sum(_affinity_steps(len(dataset), profile, device)), num_batches(len(dataset), profile.infer_batch_size)
+        on_progress, sum(_affinity_steps(len(dataset), profile)), num_batches(len(dataset), profile.infer_batch_size)
     )
     affinity_net = train_affinity(classifier, dataset, profile, device, on_progress=train_progress)
     return SemanticLabels(
