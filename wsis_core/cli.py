@@ -17,6 +17,7 @@ from wsis_core.data.synth import DIFFICULTIES
 from wsis_core.errors import WsisInputError
 
 EXIT_USAGE = 2
+DEFAULT_VAL_SPLIT = "val"
 
 
 class _ProgressBar:
@@ -35,11 +36,25 @@ class _ProgressBar:
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from wsis_core.data.convert import write_tagged_folder
     from wsis_core.data.synth import generate_dataset
 
-    generate_dataset(Path(args.out), args.train, args.val, args.size, args.seed, on_progress=_ProgressBar("synth"),
-                     difficulty=args.difficulty, workers=args.workers)
-    print(f"wrote {args.train} train + {args.val} val images to {args.out}")
+    def generate(out: Path) -> None:
+        generate_dataset(out, args.train, args.val, args.size, args.seed, on_progress=_ProgressBar("synth"),
+                         difficulty=args.difficulty, workers=args.workers)
+
+    if args.layout == "voc":
+        generate(Path(args.out))
+    else:
+        if Path(args.out).exists():
+            raise WsisInputError(f"{args.out}: already exists")
+        with tempfile.TemporaryDirectory() as scratch:
+            generate(Path(scratch) / "voc")
+            splits = ["train", "val"] if args.val else ["train"]
+            write_tagged_folder(Path(scratch) / "voc", args.out, splits, with_ground_truth=args.ground_truth)
+    print(f"wrote {args.train} train + {args.val} val images to {args.out} ({args.layout} layout)")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -47,9 +62,13 @@ def cmd_convert(args: argparse.Namespace) -> None:
     from wsis_core.data.dataset import open_ground_truth
     from wsis_core.io import write_json
 
-    coco = ground_truth_to_coco(open_ground_truth(args.data, args.split), on_progress=_ProgressBar("convert"))
+    truth = open_ground_truth(args.data, args.split)
+    if not truth.images:
+        raise WsisInputError(f"{args.data}: no ground truth for split {args.split} (no image of it has masks)")
+    coco = ground_truth_to_coco(truth, on_progress=_ProgressBar("convert"))
     write_json(args.out, ground_truth_as_results(coco) if args.as_results else coco)
-    print(f"wrote {len(coco['images'])} images, {len(coco['annotations'])} instances to {args.out}")
+    skipped = f" ({truth.total - len(truth.images)} images without ground truth left out)" if len(truth.images) < truth.total else ""
+    print(f"wrote {len(coco['images'])} images, {len(coco['annotations'])} instances to {args.out}{skipped}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -91,13 +110,30 @@ def _run_standalone(work: Path, config, stages: tuple[str, ...], device: str) ->
         run_stage_in(ctx, stage, _ProgressBar(stage))
 
 
+def _val_split(args: argparse.Namespace) -> str | None:
+    """``--val-split``: a split name, ``none`` (no evaluation), or by default ``val`` where the dataset has it."""
+    from wsis_core.data.dataset import dataset_splits
+
+    if args.val_split is None:
+        if DEFAULT_VAL_SPLIT in dataset_splits(args.data):
+            return DEFAULT_VAL_SPLIT
+        print(f"wsis {args.command}: {args.data} has no split {DEFAULT_VAL_SPLIT!r}: no evaluation "
+              "(pass --val-split to name one)", file=sys.stderr)
+        return None
+    return None if args.val_split.lower() == "none" else args.val_split
+
+
 def _new_config(args: argparse.Namespace, **fields):
     from wsis_core.data.dataset import open_weak_dataset
     from wsis_core.rounds import RunConfig
 
-    classes = open_weak_dataset(args.data, "train").classes
+    classes = open_weak_dataset(args.data, args.train_split).classes
+    val_split = _val_split(args)
+    if val_split is not None:
+        open_weak_dataset(args.data, val_split)  # a wrong name fails now, not after training
     config = RunConfig(data=str(Path(args.data).resolve()), classes=tuple(classes), profile=args.profile,
-                       overrides=_profile_overrides(args), seed=args.seed, **fields)
+                       overrides=_profile_overrides(args), seed=args.seed, train_split=args.train_split,
+                       val_split=val_split, **fields)
     config.build_profile()
     return config
 
@@ -154,13 +190,25 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from wsis_core.predict import predict_run
     from wsis_core.io import write_json
+    from wsis_core.predict import predict_images, predict_run
 
+    if (args.data is None) == (args.images is None):
+        raise WsisInputError("give either --images DIR or --data DIR [--split S]")
+    if args.images is not None:
+        result = predict_images(Path(args.run), args.round, args.images, args.device, on_progress=_ProgressBar("predict"))
+        write_json(args.out, result)
+        print(f"wrote {len(result['annotations'])} instances on {len(result['images'])} images to {args.out}")
+        return
     predictions = predict_run(Path(args.run), args.round, args.data, args.split, args.device,
                               on_progress=_ProgressBar("predict"))
     write_json(args.out, predictions)
     print(f"wrote {len(predictions)} instances to {args.out}")
+
+
+def _add_split_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--train-split", default="train", help="split to train on (default: train)")
+    parser.add_argument("--val-split", help="split to evaluate on; none: no evaluation (default: val where it exists)")
 
 
 def _add_profile_options(parser: argparse.ArgumentParser) -> None:
@@ -184,10 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--difficulty", choices=DIFFICULTIES, default="easy",
                        help="easy: each class has its own colours; hard: colour says nothing, only the shape")
     synth.add_argument("--workers", type=int, default=1, help="processes drawing the images (same files)")
+    synth.add_argument("--layout", choices=("voc", "tagged"), default="voc",
+                       help="voc (with masks) or tagged: images/ + labels.csv, tags only unless --ground-truth")
+    synth.add_argument("--ground-truth", action="store_true",
+                       help="with --layout tagged: also write ground_truth.json (read by evaluation only)")
     synth.set_defaults(handler=cmd_synth)
 
     convert = commands.add_parser("convert", help="write a split's ground truth as COCO JSON")
-    convert.add_argument("--data", required=True, help="VOC- or COCO-layout dataset folder")
+    convert.add_argument("--data", required=True, help="dataset folder (tagged, VOC or COCO layout)")
     convert.add_argument("--split", required=True)
     convert.add_argument("--out", required=True)
     convert.add_argument("--as-results", action="store_true",
@@ -203,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     cues = commands.add_parser("cues", help="round-1 cues: classifier, peaks, PSA labels, SS score maps")
     cues.add_argument("--data", required=True)
     cues.add_argument("--out", required=True, help="work folder")
+    _add_split_options(cues)
     _add_profile_options(cues)
     cues.set_defaults(handler=cmd_cues)
 
@@ -230,13 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--box-source", choices=("mil", "seg"), default="mil")
     train.add_argument("--proposals", default="selective-search")
     train.add_argument("--resume", action="store_true")
+    _add_split_options(train)
     _add_profile_options(train)
     train.set_defaults(handler=cmd_train)
 
     predict = commands.add_parser("predict", help="instance masks from a trained run (IS branch only)")
     predict.add_argument("--run", required=True)
     predict.add_argument("--round", type=int, help="default: the last finished round")
-    predict.add_argument("--data", required=True)
+    predict.add_argument("--images", help="a folder of images (searched recursively; no tags needed)")
+    predict.add_argument("--data", help="a dataset folder (with --split)")
     predict.add_argument("--split", default="val")
     predict.add_argument("--out", required=True)
     predict.add_argument("--device", default="auto")

@@ -53,7 +53,7 @@ class RunConfig:
     box_source: str = "mil"
     proposals: str = "selective-search"  # or a folder of precomputed proposal files
     train_split: str = "train"
-    val_split: str = "val"
+    val_split: str | None = "val"  # None: no val split, no evaluation
     seed: int = 0
 
     def __post_init__(self):
@@ -89,6 +89,11 @@ class RoundContext:
         self.profile = config.build_profile()
         self.device = device
         self.work = WorkDir(round_dir if round_dir is not None else self.run_dir / f"round_{number}")
+        self.messages: list[str] = []
+
+    def report(self, message: str) -> None:
+        """A line the running stage wants its user to read (stored in the stage's marker)."""
+        self.messages.append(message)
 
     def previous(self) -> WorkDir:
         """The previous round's folder (rounds > 1)."""
@@ -141,10 +146,12 @@ def run_stage_in(ctx: RoundContext, stage: str, on_progress: Progress = None) ->
         marker = ctx.work.read_json(marker_name(stage))
         return {kind: ctx.work.path(name) for kind, name in marker["artifacts"].items()}
     started = time.perf_counter()
+    ctx.messages.clear()
     artifacts = getattr(stages, f"stage_{stage}")(ctx, on_progress)
     seconds = time.perf_counter() - started
     relative = {kind: os.path.relpath(path, ctx.work.root) for kind, path in artifacts.items()}
-    ctx.work.write_json(marker_name(stage), {"artifacts": relative, "seconds": seconds})
+    marker = {"artifacts": relative, "seconds": seconds, "message": "; ".join(ctx.messages)}
+    ctx.work.write_json(marker_name(stage), marker)
     return artifacts
 
 
@@ -161,6 +168,18 @@ def run_stage(
     write_config(run_dir, run_config)
     ctx = RoundContext(Path(run_dir), round_number, run_config, resolve_device(device))
     return run_stage_in(ctx, stage, on_progress)
+
+
+def stage_message(run_dir: Path, round_number: int, stage: str) -> str:
+    """What a finished stage said (e.g. why no metrics were computed); "" when it said nothing."""
+    path = Path(run_dir) / f"round_{round_number}" / marker_name(stage)
+    return read_json(path).get("message", "") if path.exists() else ""
+
+
+def round_evaluation(run_dir: Path, round_number: int) -> dict:
+    """The round's ``evaluation.json`` (split, images, evaluated images, message; {} before evaluate)."""
+    path = Path(run_dir) / f"round_{round_number}" / "evaluation.json"
+    return read_json(path) if path.exists() else {}
 
 
 def round_metrics(run_dir: Path, round_number: int) -> dict[str, float | None]:
@@ -198,6 +217,7 @@ def write_summary(run_dir: Path, config: RunConfig, rounds: int) -> dict:
         per_round.append({
             "round": number,
             "metrics": round_metrics(run_dir, number),
+            "evaluation": round_evaluation(run_dir, number),
             "stage_seconds": stage_seconds(work, config.stages),
         })
     summary = {"config": config.to_dict(), "rounds": per_round}

@@ -27,6 +27,7 @@ from wsis_core.data.convert import ground_truth_to_coco
 from wsis_core.data.dataset import open_ground_truth
 from wsis_core.data.guard import weak_supervision
 from wsis_core.device import resolve_precision
+from wsis_core.errors import WsisInputError
 from wsis_core.evaluation import evaluate
 from wsis_core.io import read_json, write_json
 from wsis_core.instance_seg import load_mask_rcnn, mask_rcnn_for, predict_instances, train_instance_segmentation
@@ -40,7 +41,7 @@ from wsis_core.segmentation import build_segmentation_model, predict_score_maps,
 CLASSIFIER, AFFINITY, SEGMENTATION, MIL = "models/classifier.pt", "models/affinity.pt", "models/segmentation.pt", "models/mil.pt"
 PEAKS, TRAIN_PREDICTIONS = "peaks.json", "train_predictions.json"
 MIL_BOXES, CCGR_BOXES, PSEUDO_LABELS = "mil_boxes.json", "ccgr_boxes.json", "pseudo_labels.json"
-MODEL, METRICS, VAL_PREDICTIONS = "model.pt", "metrics.json", "val_predictions.json"
+MODEL, METRICS, VAL_PREDICTIONS, EVALUATION = "model.pt", "metrics.json", "val_predictions.json", "evaluation.json"
 SEMANTIC_LABELS, SCORE_MAPS, PROPAGATED = "semantic_labels", "score_maps", "propagated"
 
 
@@ -355,7 +356,12 @@ def _load_mask_rcnn(ctx: RoundContext, path: Path):
 
 def _training_annotations(ctx: RoundContext) -> list[dict]:
     if ctx.config.supervision == "full":  # the upper bound of Table 1: true training masks
-        return ground_truth_to_coco(open_ground_truth(ctx.config.data, ctx.config.train_split))["annotations"]
+        truth = open_ground_truth(ctx.config.data, ctx.config.train_split)
+        if not truth.images:
+            raise WsisInputError(f"no ground truth for split {ctx.config.train_split}: --supervision full needs masks")
+        if len(truth.images) < truth.total:
+            ctx.report(f"trained on the {len(truth.images)} of {truth.total} train images that have ground truth")
+        return ground_truth_to_coco(truth)["annotations"]
     return ctx.work.read_json(PSEUDO_LABELS)["annotations"]
 
 
@@ -379,13 +385,36 @@ def stage_is_train(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
 
 # ------------------------------------------------------------------------------------ evaluate
 def stage_evaluate(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
-    """IS branch only (no proposals, no CCGR) on the val split; metrics against its ground truth."""
+    """IS branch only (no proposals, no CCGR) on the val split; metrics against the ground truth of the
+    val images that have it. Evaluation is optional: without a val split, or without ground truth in
+    it, the stage records why in ``evaluation.json`` (and its message) and writes no metrics."""
+    split = ctx.config.val_split
+    if split is None:
+        return _record_evaluation(ctx, {"split": None, "images": 0, "evaluated_images": 0},
+                                  "no val split: metrics not computed")
     model = _load_mask_rcnn(ctx, ctx.work.require(MODEL))
     predictions = predict_instances(model, ctx.val_set, device=ctx.device, score_threshold=ctx.profile.is_score_threshold,
                                     batch_size=ctx.profile.infer_batch_size, on_progress=on_progress)
     ctx.work.write_json(VAL_PREDICTIONS, predictions)
-    gt_path = ctx.run_dir / f"{ctx.config.val_split}_gt.json"
+    artifacts = {"val_predictions": ctx.work.path(VAL_PREDICTIONS)}
+    gt_path = ctx.run_dir / f"{split}_gt.json"
     if not gt_path.exists():
-        write_json(gt_path, ground_truth_to_coco(open_ground_truth(ctx.config.data, ctx.config.val_split)))
-    ctx.work.write_json(METRICS, evaluate(read_json(gt_path), predictions, results_name=VAL_PREDICTIONS))
-    return {"metrics": ctx.work.path(METRICS), "val_predictions": ctx.work.path(VAL_PREDICTIONS)}
+        write_json(gt_path, ground_truth_to_coco(open_ground_truth(ctx.config.data, split)))
+    gt = read_json(gt_path)
+    record = {"split": split, "images": len(ctx.val_set), "evaluated_images": len(gt["images"])}
+    if not gt["images"]:
+        return {**artifacts, **_record_evaluation(ctx, record, f"no ground truth for split {split}: metrics not computed")}
+    covered = {image["id"] for image in gt["images"]}
+    scored = [p for p in predictions if p["image_id"] in covered]
+    ctx.work.write_json(METRICS, evaluate(gt, scored, results_name=VAL_PREDICTIONS))
+    artifacts["metrics"] = ctx.work.path(METRICS)
+    message = (f"evaluated on all {len(covered)} images of split {split}" if len(covered) == len(ctx.val_set)
+               else f"evaluated on the {len(covered)} of {len(ctx.val_set)} images of split {split} that have ground truth")
+    return {**artifacts, **_record_evaluation(ctx, record, message)}
+
+
+def _record_evaluation(ctx: RoundContext, record: dict, message: str) -> dict[str, Path]:
+    """``evaluation.json``: what the evaluate stage measured on (split, images, evaluated images) and why."""
+    ctx.report(message)
+    ctx.work.write_json(EVALUATION, {**record, "message": message})
+    return {"evaluation": ctx.work.path(EVALUATION)}

@@ -1,14 +1,18 @@
-"""COCO layout reader: ``ROOT/annotations/instances_<split>.json`` with images in ``ROOT/<split>/``.
+"""COCO instances files: the COCO layout (``ROOT/annotations/instances_<split>.json`` with images in
+``ROOT/<split>/``, as COCO 2014/2017, e.g. split ``val2017``) and the tagged folder's optional
+``ground_truth.json``.
 
-This is the layout of COCO 2014/2017 (e.g. split ``val2017``). Image ids are re-numbered 1..N in the
-order of the file's ``images`` list (the project's id contract); class indices are the positions
-(from 1) of the categories sorted by their COCO id.
+Image ids are re-numbered 1..N in the order of the file's ``images`` list (the project's id contract);
+class indices are the positions (from 1) of the categories sorted by their COCO id, or, where the class
+list is given (tagged folder), the position of the category's name in it. Image-level labels are the
+categories of an image's annotations; an annotation without ``segmentation`` is a tag only, and an
+image has ground truth when the file carries masks and every annotation of that image has one.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -25,56 +29,101 @@ def is_coco_layout(root: Path) -> bool:
     return (root / "annotations").is_dir()
 
 
-class CocoSplit:
-    """A parsed COCO instances file. Holds annotations only for the ground-truth view."""
+def split_names(root: Path) -> list[str]:
+    """The splits that have an instances file."""
+    return sorted(p.name[len("instances_"):-len(".json")] for p in (root / "annotations").glob("instances_*.json"))
 
-    def __init__(self, root: Path, split: str):
-        path = instances_path(root, split)
-        try:
-            data = json.loads(path.read_text())
-            categories = sorted(data["categories"], key=lambda c: c["id"])
+
+class CocoInstances:
+    """A parsed, validated COCO instances file. Holds annotations only for the ground-truth view."""
+
+    def __init__(self, path: Path, classes: list[str] | None = None):
+        self.path = path
+        data = self._load(path)
+        categories = data["categories"]
+        if not all(isinstance(c, dict) and isinstance(c.get("id"), int) and isinstance(c.get("name"), str) for c in categories):
+            raise WsisInputError(f"{path}: every category needs an integer 'id' and a 'name'")
+        categories = sorted(categories, key=lambda c: c["id"])
+        if classes is None:
             self.classes = [c["name"] for c in categories]
             self._class_index = {c["id"]: i + 1 for i, c in enumerate(categories)}
-            records = data["images"]
-            annotations = data.get("annotations", [])
+        else:
+            self.classes = list(classes)
+            index = {name: i + 1 for i, name in enumerate(classes)}
+            unknown = [c["name"] for c in categories if c["name"] not in index]
+            if unknown:
+                raise WsisInputError(f"{path}: category {unknown[0]!r} is not one of the dataset's classes")
+            self._class_index = {c["id"]: index[c["name"]] for c in categories}
+        self.records = data["images"]
+        self._by_source_id: dict[int, list[dict]] = {}
+        self._by_file_name: dict[str, dict] = {}
+        for position, record in enumerate(self.records):
+            self._check_record(record, position)
+            self._by_source_id[record["id"]] = []
+            self._by_file_name[PurePosixPath(record["file_name"]).as_posix()] = record
+        for position, ann in enumerate(data["annotations"]):
+            if not isinstance(ann, dict):
+                raise WsisInputError(f"{path}: annotation {position} is not an object")
+            if ann.get("image_id") not in self._by_source_id:
+                raise WsisInputError(f"{path}: annotation {ann.get('id', position)} has unknown image_id")
+            if ann.get("category_id") not in self._class_index:
+                raise WsisInputError(f"{path}: annotation {ann.get('id', position)} has unknown category_id")
+            self._by_source_id[ann["image_id"]].append(ann)
+        self.carries_masks = any("segmentation" in ann for ann in data["annotations"])
+
+    @staticmethod
+    def _load(path: Path) -> dict:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise WsisInputError(f"{path}: instances file not found") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise WsisInputError(f"{path}: not valid JSON ({exc})") from None
-        except (KeyError, TypeError) as exc:
-            raise WsisInputError(f"{path}: not a COCO instances file (missing {exc})") from None
-        if not records:
-            raise WsisInputError(f"{path}: split '{split}' has no images")
-        self.path = path
-        self.image_folder = root / split
-        self._records = records
-        self._by_source_id: dict[int, list[dict]] = {r["id"]: [] for r in records}
-        for ann in annotations:
-            if ann.get("image_id") not in self._by_source_id:
-                raise WsisInputError(f"{path}: annotation {ann.get('id')} has unknown image_id")
-            if ann.get("category_id") not in self._class_index:
-                raise WsisInputError(f"{path}: annotation {ann.get('id')} has unknown category_id")
-            self._by_source_id[ann["image_id"]].append(ann)
+        if not isinstance(data, dict):
+            raise WsisInputError(f"{path}: not a COCO instances file (not an object)")
+        for key in ("images", "categories"):
+            if not isinstance(data.get(key), list):
+                raise WsisInputError(f"{path}: not a COCO instances file ('{key}' must be a list)")
+        if not isinstance(data.setdefault("annotations", []), list):
+            raise WsisInputError(f"{path}: not a COCO instances file ('annotations' must be a list)")
+        return data
 
-    def images(self) -> list[ImageInfo]:
-        """The weak view: files, sizes and image-level labels (the categories present)."""
-        infos = []
-        for image_id, record in enumerate(self._records, start=1):
-            anns = self._by_source_id[record["id"]]
-            labels = tuple(sorted({self._class_index[a["category_id"]] for a in anns}))
-            path = self.image_folder / record["file_name"]
-            infos.append(ImageInfo(image_id, record["file_name"], path, record["width"], record["height"], labels))
-        return infos
+    def _check_record(self, record, position: int) -> None:
+        where = f"{self.path}: image {position}"
+        if not isinstance(record, dict):
+            raise WsisInputError(f"{where} is not an object")
+        for key, kind in (("id", int), ("file_name", str), ("width", int), ("height", int)):
+            if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
+                raise WsisInputError(f"{where} lacks an {kind.__name__} '{key}'")
+        if record["id"] in self._by_source_id:
+            raise WsisInputError(f"{where} repeats image id {record['id']}")
+        name = PurePosixPath(record["file_name"].replace("\\", "/"))
+        if name.is_absolute() or ".." in name.parts:
+            raise WsisInputError(f"{where}: file_name {record['file_name']!r} must be relative to the image folder")
 
-    def ground_truth(self, info: ImageInfo) -> ImageGroundTruth:
+    def labels(self, record: dict) -> tuple[int, ...]:
+        """Image-level labels: the classes of the image's annotations (with or without masks)."""
+        return tuple(sorted({self._class_index[a["category_id"]] for a in self._by_source_id[record["id"]]}))
+
+    def record_for(self, file_name: str) -> dict | None:
+        return self._by_file_name.get(PurePosixPath(file_name).as_posix())
+
+    def has_masks(self, record: dict | None) -> bool:
+        """Whether an image record has ground truth here (the file carries masks, and so does every
+        annotation of the image)."""
+        return (record is not None and self.carries_masks
+                and all("segmentation" in a for a in self._by_source_id[record["id"]]))
+
+    def ground_truth(self, record: dict, height: int, width: int) -> ImageGroundTruth:
         """Instances of one image; crowd regions and ``void_segmentation`` become void pixels."""
-        record = self._records[info.id - 1]
-        height, width = record["height"], record["width"]
+        if (record["height"], record["width"]) != (height, width):
+            raise WsisInputError(f"{self.path}: {record['file_name']} is {record['width']}x{record['height']} here, "
+                                 f"{width}x{height} on disk")
         instances, void = [], np.zeros((height, width), dtype=bool)
         if "void_segmentation" in record:  # written by `wsis convert` for VOC void pixels
-            void |= _annotation_mask(record["void_segmentation"], height, width)
+            void |= _annotation_mask(record["void_segmentation"], height, width, self.path)
         for ann in self._by_source_id[record["id"]]:
-            mask = _annotation_mask(ann["segmentation"], height, width)
+            mask = _annotation_mask(ann["segmentation"], height, width, self.path)
             if ann.get("iscrowd", 0):
                 void |= mask
             else:
@@ -82,14 +131,42 @@ class CocoSplit:
         return ImageGroundTruth(instances, void)
 
 
-def _annotation_mask(segmentation, height: int, width: int) -> np.ndarray:
+class CocoSplit:
+    """One split of a COCO layout: its instances file and its image folder."""
+
+    def __init__(self, root: Path, split: str):
+        self.instances = CocoInstances(instances_path(root, split))
+        if not self.instances.records:
+            raise WsisInputError(f"{self.instances.path}: split '{split}' has no images")
+        self.classes = self.instances.classes
+        self.image_folder = root / split
+
+    def images(self) -> list[ImageInfo]:
+        """The weak view: files, sizes and image-level labels (the categories present)."""
+        return [
+            ImageInfo(image_id, r["file_name"], self.image_folder / r["file_name"], r["width"], r["height"],
+                      self.instances.labels(r))
+            for image_id, r in enumerate(self.instances.records, start=1)
+        ]
+
+    def has_ground_truth(self, info: ImageInfo) -> bool:
+        return self.instances.has_masks(self.instances.records[info.id - 1])
+
+    def ground_truth(self, info: ImageInfo) -> ImageGroundTruth:
+        return self.instances.ground_truth(self.instances.records[info.id - 1], info.height, info.width)
+
+
+def _annotation_mask(segmentation, height: int, width: int, path: Path) -> np.ndarray:
     """Polygons, uncompressed or compressed RLE → [H, W] bool (pycocotools)."""
-    if isinstance(segmentation, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    elif isinstance(segmentation["counts"], list):
-        rle = mask_utils.frPyObjects(segmentation, height, width)
-    else:
-        rle = dict(segmentation)
-        if isinstance(rle["counts"], str):
-            rle["counts"] = rle["counts"].encode("ascii")
-    return mask_utils.decode(rle).astype(bool)
+    try:
+        if isinstance(segmentation, list):
+            rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+        elif isinstance(segmentation["counts"], list):
+            rle = mask_utils.frPyObjects(segmentation, height, width)
+        else:
+            rle = dict(segmentation)
+            if isinstance(rle["counts"], str):
+                rle["counts"] = rle["counts"].encode("ascii")
+        return mask_utils.decode(rle).astype(bool)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise WsisInputError(f"{path}: a segmentation is neither polygons nor RLE ({type(exc).__name__})") from None

@@ -1,11 +1,16 @@
-"""Ground truth of a split as a COCO ground-truth dict (``wsis convert``)."""
+"""Ground truth of a split as a COCO ground-truth dict (``wsis convert``), and any layout as a tagged folder."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import csv
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from wsis_core import masks
-from wsis_core.data.dataset import GroundTruth
+from wsis_core.data import tagged
+from wsis_core.data.dataset import GroundTruth, open_ground_truth, open_weak_dataset
+from wsis_core.io import write_json
 
 
 def ground_truth_to_coco(gt: GroundTruth, on_progress: Callable[[int, int], None] | None = None) -> dict:
@@ -40,3 +45,37 @@ def ground_truth_as_results(coco: dict) -> list[dict]:
     """The ground truth as a COCO results list with score 1 (an evaluation sanity check: all 100)."""
     keys = ("image_id", "category_id", "segmentation", "bbox")
     return [{**{k: ann[k] for k in keys}, "score": 1.0} for ann in coco["annotations"]]
+
+
+def write_tagged_folder(data: str | Path, out: str | Path, splits: Sequence[str], *, with_ground_truth: bool) -> Path:
+    """Copy the given splits of any dataset layout into a tagged folder (``images/<split>/<file>``,
+    ``labels.csv`` with a split column, ``classes.txt``) and, with ``with_ground_truth``, a
+    ``ground_truth.json`` of every image that has masks. Without it the copy is tags-only data."""
+    out = Path(out)
+    (out / tagged.IMAGES_FOLDER).mkdir(parents=True, exist_ok=False)
+    rows, gt_images, gt_annotations, classes = [], [], [], []
+    for split in splits:
+        weak = open_weak_dataset(data, split)
+        classes = weak.classes
+        for info in weak.images:
+            name = f"{split}/{info.file_name}"
+            (out / tagged.IMAGES_FOLDER / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(info.path, out / tagged.IMAGES_FOLDER / name)
+            rows.append([name, tagged.LABEL_SEPARATOR.join(weak.classes[k - 1] for k in info.labels), split])
+        if with_ground_truth:
+            coco = ground_truth_to_coco(open_ground_truth(data, split))
+            renumber = {}
+            for image in coco["images"]:
+                renumber[image["id"]] = len(gt_images) + 1
+                gt_images.append({**image, "id": renumber[image["id"]], "file_name": f"{split}/{image['file_name']}"})
+            for ann in coco["annotations"]:
+                gt_annotations.append({**ann, "id": len(gt_annotations) + 1, "image_id": renumber[ann["image_id"]]})
+    with open(out / tagged.LABELS_FILE, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "labels", "split"])
+        writer.writerows(rows)
+    (out / tagged.CLASSES_FILE).write_text("".join(f"{name}\n" for name in classes))
+    if with_ground_truth:
+        categories = [{"id": k + 1, "name": name} for k, name in enumerate(classes)]
+        write_json(out / tagged.GROUND_TRUTH_FILE, {"images": gt_images, "categories": categories, "annotations": gt_annotations})
+    return out

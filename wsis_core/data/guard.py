@@ -2,8 +2,9 @@
 
 Inside ``weak_supervision()`` two things raise :class:`LabelLeakError`:
 building a ground-truth view (:class:`wsis_core.data.dataset.GroundTruth`), and opening any file
-under a ground-truth folder (``SegmentationObject``/``SegmentationClass``), caught by a Python
-audit hook so that no code path, however indirect, can read training masks.
+under a ground-truth folder (``SegmentationObject``/``SegmentationClass``) or a tagged folder's
+``ground_truth.json``, caught by a Python audit hook so that no code path, however indirect, can
+read training masks.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from wsis_core.errors import LabelLeakError
 
 GROUND_TRUTH_FOLDERS = ("SegmentationObject", "SegmentationClass")
+GROUND_TRUTH_FILES = ("ground_truth.json",)
 
 _state = threading.local()
 _hook_installed = False
@@ -28,7 +30,7 @@ def _active() -> bool:
 def _audit(event: str, args: tuple) -> None:
     if event == "open" and _active() and isinstance(args[0], (str, bytes, os.PathLike)):
         parts = os.fsdecode(args[0]).replace("\\", "/").split("/")
-        if any(folder in parts for folder in GROUND_TRUTH_FOLDERS):
+        if any(folder in parts for folder in GROUND_TRUTH_FOLDERS) or parts[-1] in GROUND_TRUTH_FILES:
             raise LabelLeakError(f"weak supervision must not open ground truth: {os.fsdecode(args[0])}")
 
 

@@ -41,6 +41,11 @@ def read_classes(root: Path) -> list[str]:
     return names
 
 
+def split_names(root: Path) -> list[str]:
+    """The splits that have a list file (ImageSets/Segmentation, then ImageSets/Main)."""
+    return sorted({p.stem for sub in ("Segmentation", "Main") for p in (root / "ImageSets" / sub).glob("*.txt")})
+
+
 def read_split(root: Path, split: str) -> list[str]:
     """Image ids of a split, in list-file order (their positions give the image ids 1..N)."""
     candidates = [root / "ImageSets" / sub / f"{split}.txt" for sub in ("Segmentation", "Main")]
@@ -83,6 +88,12 @@ def read_images(root: Path, split: str, classes: list[str]) -> list[ImageInfo]:
         labels = read_image_labels(root / "Annotations" / f"{name}.xml", classes)
         images.append(ImageInfo(image_id, path.name, path, width, height, labels))
     return images
+
+
+def has_ground_truth(root: Path, info: ImageInfo) -> bool:
+    """Whether both label PNGs of the image exist (VOC 2012's SBD-only images have none)."""
+    stem = Path(info.file_name).stem
+    return all((root / folder / f"{stem}.png").is_file() for folder in ("SegmentationObject", "SegmentationClass"))
 
 
 def read_ground_truth(root: Path, info: ImageInfo) -> ImageGroundTruth:
