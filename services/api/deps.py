@@ -18,7 +18,7 @@ _bearer = HTTPBearer(auto_error=False, description="WSIS_API_TOKEN, required by 
 
 ERROR_DESCRIPTIONS = {
     400: "Bad request (or a body that cannot be parsed)", 401: "Missing or wrong bearer token", 404: "Not found", 409: "Conflict",
-    503: "Service unavailable",
+    413: "Upload too large (WSIS_MAX_UPLOAD_MB)", 503: "Service unavailable",
 }
 
 

@@ -74,10 +74,12 @@ class Dataset(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     path: Mapped[str] = mapped_column(String(1000))
     train_split: Mapped[str] = mapped_column(String(100))
-    val_split: Mapped[str] = mapped_column(String(100))
+    val_split: Mapped[str | None] = mapped_column(String(100))  # None: no val split (no evaluation)
     classes: Mapped[list] = mapped_column(JSON)
     num_train_images: Mapped[int] = mapped_column(Integer)
     num_val_images: Mapped[int] = mapped_column(Integer)
+    # {"train": {"images", "with_ground_truth", "ground_truth"}, "val": {...} or None}; None: registered before 0002
+    ground_truth: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     runs: Mapped[list[Run]] = relationship(back_populates="dataset")

@@ -31,11 +31,23 @@ class Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+UPLOAD_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+
+
 class DatasetCreate(Body):
     name: Name
-    path: RelativePath = Field(description="dataset folder relative to WSIS_DATA_ROOT (VOC or COCO layout)")
+    path: RelativePath = Field(description="dataset folder relative to WSIS_DATA_ROOT (tagged, VOC or COCO layout)")
     train_split: SplitName = "train"
-    val_split: SplitName = "val"
+    val_split: SplitName = Field(
+        "val", description="split to evaluate on; when not given and the dataset has no split 'val', rounds run "
+        "without evaluation",
+    )
+
+
+class SplitGroundTruth(BaseModel):
+    images: int
+    with_ground_truth: int = Field(description="images of the split that have instance masks")
+    ground_truth: bool = Field(description="with_ground_truth > 0: metrics can be computed on this split")
 
 
 class DatasetOut(Out):
@@ -43,10 +55,13 @@ class DatasetOut(Out):
     name: str
     path: str
     train_split: str
-    val_split: str
+    val_split: str | None = Field(description="null: no val split, rounds run without evaluation")
     classes: list[str]
     num_train_images: int
     num_val_images: int
+    ground_truth: dict[str, SplitGroundTruth | None] | None = Field(
+        description="per split ('train', 'val'): its size and how many images have ground truth (null: no such split)",
+    )
     created_at: datetime
 
 

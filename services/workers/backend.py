@@ -8,6 +8,8 @@ It is ``wsis_core.rounds`` unless ``WSIS_STAGE_BACKEND`` names another module (t
     run_stage(stage, *, data, run_dir, round_number, config, device="auto", on_progress=None) -> {kind: path}
         (``config``: the run's config plus ``classes``, ``train_split``, ``val_split``)
     round_metrics(run_dir, round_number) -> {name: value}
+    stage_message(run_dir, round_number, stage) -> str
+        what a finished stage said (e.g. "no ground truth for split val: metrics not computed"); "" if nothing
 """
 
 from __future__ import annotations

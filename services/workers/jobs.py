@@ -55,7 +55,7 @@ class JobContext:
     run_id: int
     config: dict  # the run's config plus the dataset's classes and splits: a wsis_core.rounds.RunConfig dict
     dataset_path: str
-    val_split: str
+    val_split: str | None
     attempt: int  # the job's ``attempts`` after this claim: writes of an earlier attempt are fenced out
 
 
@@ -109,14 +109,16 @@ def recover_lost(session: Session, lease_s: float) -> list[list[Job]]:
 
 
 def finish(
-    session: Session, ctx: JobContext, artifacts: list[ArtifactRecord], metrics: dict[str, float | None]
+    session: Session, ctx: JobContext, artifacts: list[ArtifactRecord], metrics: dict[str, float | None],
+    message: str = "done",
 ) -> str:
-    """Mark the job, and maybe its round, done and record its outputs (upserts: a re-run never duplicates them).
+    """Mark the job, and maybe its round, done with the stage's ``message`` and record its outputs (upserts:
+    a re-run never duplicates them).
 
     CANCELLED (nothing recorded) if the job was cancelled meanwhile or another attempt took it over.
     """
     done = session.execute(
-        update(Job).where(_held_by(ctx)).values(status=SUCCEEDED, progress=1.0, finished_at=utcnow(), message="done")
+        update(Job).where(_held_by(ctx)).values(status=SUCCEEDED, progress=1.0, finished_at=utcnow(), message=message)
     ).rowcount
     if not done:
         return CANCELLED

@@ -58,8 +58,9 @@ def run_job(job_id: int, task_id: str | None) -> str:
         records = [store.describe(settings.artifact_root, kind, path) for kind, path in outputs.items()]
         metrics = rounds.round_metrics(run_dir, ctx.round_number) if "metrics" in outputs else {}
         metrics = {str(name): None if value is None else float(value) for name, value in metrics.items()}
+        message = rounds.stage_message(run_dir, ctx.round_number, ctx.stage) or "done"
         with session_scope(settings.database_url) as session:
-            return jobs.finish(session, ctx, records, metrics)
+            return jobs.finish(session, ctx, records, metrics, message)
     except jobs.JobCancelled:
         return CANCELLED
     except WsisInputError as exc:

@@ -56,6 +56,10 @@ def round_metrics(run_dir: Path, round_number: int) -> dict[str, float | None]:
     return read_json(path) if path.exists() else {}
 
 
+def stage_message(run_dir: Path, round_number: int, stage: str) -> str:
+    return ""
+
+
 def _hold(marker: Path) -> None:
     """Wait while ``marker`` exists (the test removes it to let the stage go on)."""
     while marker.exists():

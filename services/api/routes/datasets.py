@@ -1,19 +1,66 @@
-"""Datasets: register a folder under ``WSIS_DATA_ROOT`` (checked with the weak-dataset reader), list, show."""
+"""Datasets: register a folder under ``WSIS_DATA_ROOT`` or upload a zip of one (checked with the
+weak-dataset reader, with a per-split ground-truth report), list, show."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+import re
+import uuid
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
+from services.api import uploads
 from services.api.deps import Mutating, PathId, SessionDep, SettingsDep, error_responses, get_or_404
 from services.api.models import Dataset
 from services.api.paths import OutsideRootError, relative_inside, resolve_inside
-from services.api.schemas import DatasetCreate, DatasetOut
-from wsis_core.data.dataset import open_weak_dataset
+from services.api.schemas import UPLOAD_NAME_PATTERN, DatasetCreate, DatasetOut
+from services.api.settings import Settings
+from wsis_core.data.dataset import dataset_splits, summarize_split
 from wsis_core.errors import WsisInputError
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+DEFAULT_VAL_SPLIT = "val"
+UPLOADS_FOLDER = "uploads"
+
+
+def _inspect(root: Path, train_split: str, val_split: str, val_named: bool) -> tuple[str | None, dict, list[str]]:
+    """Read the dataset's splits (train's images, labels and classes; val's, where it exists): the val
+    split to store (None: the default ``val`` is absent, so rounds run without evaluation), the
+    ground-truth report per split and the classes. WsisInputError on an unreadable dataset."""
+    from wsis_core.data.dataset import open_weak_dataset
+
+    train = open_weak_dataset(root, train_split)
+    report = {"train": summarize_split(root, train_split).to_dict()}
+    if not val_named and val_split not in dataset_splits(root):
+        return None, {**report, "val": None}, list(train.classes)
+    open_weak_dataset(root, val_split)
+    return val_split, {**report, "val": summarize_split(root, val_split).to_dict()}, list(train.classes)
+
+
+def register(session: Session, settings: Settings, name: str, root: Path, train_split: str, val_split: str,
+             val_named: bool) -> Dataset:
+    """Validate the folder ``root`` and add its Dataset row (400 unreadable, 409 name taken)."""
+    try:
+        stored_val, report, classes = _inspect(root, train_split, val_split, val_named)
+    except (WsisInputError, OSError) as exc:
+        message = str(exc).replace(str(settings.data_root), "$WSIS_DATA_ROOT")
+        raise HTTPException(400, f"not a usable dataset: {message}") from None
+    dataset = Dataset(
+        name=name, path=relative_inside(settings.data_root, root), train_split=train_split, val_split=stored_val,
+        classes=classes, num_train_images=report["train"]["images"],
+        num_val_images=report["val"]["images"] if report["val"] else 0, ground_truth=report,
+    )
+    session.add(dataset)
+    try:
+        session.commit()
+    except IntegrityError:
+        raise HTTPException(409, f"a dataset named {name!r} already exists") from None
+    return dataset
 
 
 @router.post(
@@ -21,28 +68,79 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
     responses=error_responses(400, 401, 409),
 )
 def create_dataset(body: DatasetCreate, session: SessionDep, settings: SettingsDep) -> Dataset:
-    """Register a dataset; 400 if its path leaves WSIS_DATA_ROOT or the folder is not a readable dataset."""
+    """Register a dataset; 400 if its path leaves WSIS_DATA_ROOT or the folder is not a readable dataset.
+    Without an explicit ``val_split``, a dataset with no split ``val`` registers without one (no evaluation)."""
     try:
         root = resolve_inside(settings.data_root, body.path)
     except OutsideRootError:
         raise HTTPException(400, f"path {body.path!r} is outside WSIS_DATA_ROOT") from None
+    return register(session, settings, body.name, root, body.train_split, body.val_split,
+                    val_named="val_split" in body.model_fields_set)
+
+
+@router.post(
+    "/upload", status_code=201, response_model=DatasetOut, dependencies=Mutating,
+    responses=error_responses(400, 401, 409, 413, validation=False),
+    openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["name", "file"],
+        "properties": {
+            "name": {"type": "string", "pattern": UPLOAD_NAME_PATTERN, "description": "dataset name (also its folder)"},
+            "file": {"type": "string", "format": "binary", "description": "a .zip of a tagged, VOC or COCO layout"},
+            "train_split": {"type": "string"}, "val_split": {"type": "string"},
+        },
+    }}}}},
+)
+async def upload_dataset(request: Request, session: SessionDep, settings: SettingsDep) -> Dataset:
+    """Upload a zip of any of the three layouts (multipart fields ``name`` and ``file``): streamed to
+    ``WSIS_DATA_ROOT/uploads/<name>/`` under ``WSIS_MAX_UPLOAD_MB`` (413 past it), unpacked with unsafe
+    entries refused (400), validated and registered as by ``POST /api/datasets``. Nothing is left behind
+    when any step fails."""
+    folder = settings.data_root / UPLOADS_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    incoming = folder / f".incoming-{uuid.uuid4().hex}"
+    archive = incoming.with_suffix(".zip")
+    limit = settings.max_upload_mb * 2**20
     try:
-        train = open_weak_dataset(root, body.train_split)
-        val = open_weak_dataset(root, body.val_split)
-    except (WsisInputError, OSError) as exc:
-        message = str(exc).replace(str(settings.data_root), "$WSIS_DATA_ROOT")
-        raise HTTPException(400, f"not a usable dataset: {message}") from None
-    dataset = Dataset(
-        name=body.name, path=relative_inside(settings.data_root, root), train_split=body.train_split,
-        val_split=body.val_split, classes=list(train.classes), num_train_images=len(train),
-        num_val_images=len(val),
-    )
-    session.add(dataset)
-    try:
-        session.commit()
-    except IntegrityError:
-        raise HTTPException(409, f"a dataset named {body.name!r} already exists") from None
-    return dataset
+        if int(request.headers.get("content-length") or 0) > limit:
+            raise uploads.UploadTooLarge(f"upload larger than {settings.max_upload_mb} MB (WSIS_MAX_UPLOAD_MB)")
+        upload = uploads.MultipartUpload(request.headers.get("content-type", ""), archive, limit)
+        await upload.consume(request.stream())
+        name = upload.fields.get("name", "")
+        if not upload.has_file or not name:
+            raise WsisInputError("multipart fields 'name' and 'file' are required")
+        if not _is_upload_name(name):
+            raise WsisInputError(f"name {name!r}: letters, digits, '.', '_' and '-' only (it names the folder)")
+        target = folder / name
+        if target.exists() or session.scalar(select(Dataset.id).where(Dataset.name == name)) is not None:
+            raise HTTPException(409, f"a dataset named {name!r} already exists")
+        incoming.mkdir()
+        await run_in_threadpool(uploads.unpack, archive, incoming, limit)
+        root = uploads.dataset_folder(incoming)
+        train_split = upload.fields.get("train_split") or "train"
+        val_split = upload.fields.get("val_split") or DEFAULT_VAL_SPLIT
+        try:
+            incoming.rename(target)
+        except OSError:  # another upload of the same name won the race
+            raise HTTPException(409, f"a dataset named {name!r} already exists") from None
+        root = target / root.relative_to(incoming)
+        try:
+            return await run_in_threadpool(register, session, settings, name, root, train_split, val_split,
+                                           "val_split" in upload.fields)
+        except HTTPException:  # not a usable dataset, or the name was taken meanwhile
+            uploads.remove(target)
+            raise
+    except uploads.UploadTooLarge as exc:
+        raise HTTPException(413, str(exc)) from None
+    except WsisInputError as exc:
+        message = str(exc).replace(str(incoming), "<archive>").replace(str(settings.data_root), "$WSIS_DATA_ROOT")
+        raise HTTPException(400, f"not a usable dataset upload: {message}") from None
+    finally:
+        uploads.remove(archive)
+        uploads.remove(incoming)
+
+
+def _is_upload_name(name: str) -> bool:
+    return re.fullmatch(UPLOAD_NAME_PATTERN, name) is not None
 
 
 @router.get("", response_model=list[DatasetOut])

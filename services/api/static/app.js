@@ -6,6 +6,7 @@
 const ROUTES = {
   health: "/api/health",
   datasets: "/api/datasets",
+  datasetUpload: "/api/datasets/upload",
   runs: "/api/runs",
   runRounds: "/api/runs/{run_id}/rounds",
   runMetrics: "/api/runs/{run_id}/metrics",
@@ -97,7 +98,9 @@ function describe(status, body) {
 async function api(method, path, body) {
   const headers = { Accept: "application/json" };
   const init = { method, headers };
-  if (body !== undefined) {
+  if (body instanceof FormData) {
+    init.body = body; // multipart: the browser sets the boundary
+  } else if (body !== undefined) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
@@ -257,6 +260,21 @@ function datasetName(id) {
   return dataset ? dataset.name : `#${id}`;
 }
 
+function valGroundTruth(dataset) {
+  // true / false, or null when the server did not report it (datasets registered before the report existed)
+  if (!dataset || !dataset.ground_truth) return null;
+  return Boolean(dataset.ground_truth.val && dataset.ground_truth.val.ground_truth);
+}
+
+function groundTruthText(dataset) {
+  const report = dataset.ground_truth;
+  if (!report) return "ground truth not reported";
+  if (!report.val) return "no val split: metrics not available";
+  const val = report.val;
+  if (!val.ground_truth) return "no ground truth in val: metrics not available";
+  return val.with_ground_truth === val.images ? "val has ground truth" : `ground truth for ${val.with_ground_truth} of ${val.images} val images`;
+}
+
 function renderDatasets() {
   const list = document.getElementById("datasets");
   if (state.datasets.length === 0) {
@@ -270,7 +288,7 @@ function renderDatasets() {
           el("strong", {}, dataset.name),
           ` (#${dataset.id}) `,
           el("span", { class: "muted" },
-            `${dataset.path} · ${dataset.classes.length} classes · ${dataset.num_train_images} train / ${dataset.num_val_images} val images`),
+            `${dataset.path} · ${dataset.classes.length} classes · ${dataset.num_train_images} train / ${dataset.num_val_images} val images · ${groundTruthText(dataset)}`),
         ),
       ),
     );
@@ -402,6 +420,9 @@ function renderChart(run) {
   const split = dataset && splits.includes(dataset.val_split) ? dataset.val_split : splits[0];
   const points = rows.filter((row) => row.split === split).sort((a, b) => a.round - b.round);
   const values = points.flatMap((row) => CHART_METRICS.map((name) => row[name])).filter((v) => typeof v === "number");
+  if (values.length === 0 && valGroundTruth(dataset) === false) {
+    return el("p", { class: "empty chart-empty no-ground-truth" }, "no ground truth: metrics not available");
+  }
   if (values.length === 0) return el("p", { class: "empty chart-empty" }, "no metrics yet — they appear when a round has been evaluated");
 
   const W = 520, H = 220, left = 44, right = 12, top = 12, bottom = 34;
@@ -511,7 +532,17 @@ function setup() {
     event.preventDefault();
     const ok = await submitForm(
       datasetForm,
-      (data) => api("POST", ROUTES.datasets, { name: data.get("name"), path: data.get("path") }),
+      (data) => {
+        const file = data.get("file");
+        if (file && file.size > 0) {
+          const upload = new FormData();
+          upload.append("name", data.get("name"));
+          upload.append("file", file);
+          return api("POST", ROUTES.datasetUpload, upload);
+        }
+        if (!data.get("path")) throw new ApiError("give a path on the server or choose a .zip to upload");
+        return api("POST", ROUTES.datasets, { name: data.get("name"), path: data.get("path") });
+      },
       (dataset) => `registered “${dataset.name}” (#${dataset.id}): ${dataset.classes.length} classes, ${dataset.num_train_images} train / ${dataset.num_val_images} val images`,
     );
     if (ok) datasetForm.reset();
