@@ -10,11 +10,15 @@ status code, documented content type, body valid against the declared schema.
 
 from __future__ import annotations
 
+import io
+import zipfile
+
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
+from PIL import Image
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -64,8 +68,19 @@ def app(tmp_path, monkeypatch):
         get_settings.cache_clear()
 
 
+def _tagged_zip() -> bytes:
+    """A one-image tagged folder (images/ + labels.csv) as a zip, for the upload route's success path."""
+    image, archive = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (8, 6)).save(image, format="PNG")
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("images/a.png", image.getvalue())
+        zipped.writestr("labels.csv", "image,labels\na.png,cat\n")
+    return archive.getvalue()
+
+
 # Requests that reach the success paths (random ids almost never exist): operation label -> Case arguments.
 KNOWN = {
+    "POST /api/datasets/upload": [{"body": {"name": "uploaded", "file": _tagged_zip()}, "media_type": "multipart/form-data"}],
     "POST /api/datasets": [{"body": {"name": "again", "path": "synth"}}, {"body": {"name": "synth", "path": "synth"}}],
     "GET /api/datasets/{dataset_id}": [{"path_parameters": {"dataset_id": 1}}],
     "POST /api/runs": [{"body": {"dataset_id": 1, "config": {"seed": 2, "supervision": "full"}}}],
