@@ -9,13 +9,20 @@ class OutsideRootError(ValueError):
     """A path that resolves outside its root folder (``..``, an absolute path, a symlink out)."""
 
 
+class UnresolvablePathError(OutsideRootError):
+    """A path whose symlinks cannot be resolved (a symlink loop)."""
+
+
 def resolve_inside(root: Path, relative: str | Path) -> Path:
     """``root / relative`` with symlinks resolved; raises OutsideRootError if it is not under ``root``."""
     text = str(relative)
     if "\x00" in text:
         raise OutsideRootError(f"{text!r}: contains a NUL character")
-    root = Path(root).resolve()
-    path = (root / text).resolve()
+    try:
+        root = Path(root).resolve()
+        path = (root / text).resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (before Python 3.13)
+        raise UnresolvablePathError(f"{text}: cannot be resolved (a symlink loop?)") from None
     if not path.is_relative_to(root):
         raise OutsideRootError(f"{text}: outside the root folder")
     return path

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     result_backend: str = "db+sqlite:///var/results.sqlite"
     data_root: Path = Path("var")
     artifact_root: Path = Path("var/artifacts")
+    # Backbone weight files a run may name (profile field backbone_weights, relative to this folder).
+    weights_root: Path = Path("var/weights")
     api_token: str | None = None
     # Module with the round contract (STAGES, GPU_STAGES, run_stage, round_metrics); tests name a fake.
     stage_backend: str = "wsis_core.rounds"
@@ -36,7 +38,13 @@ class Settings(BaseSettings):
     # for the same resource (services/api/read_cache.py); the API's own writes clear them. 0: off.
     read_cache_ms: float = Field(250.0, ge=0)
 
-    @field_validator("data_root", "artifact_root")
+    def masked(self, text: str) -> str:
+        """``text`` with the server's root folders written as ``$WSIS_DATA_ROOT`` etc. (for public messages)."""
+        for name in ("data_root", "artifact_root", "weights_root"):
+            text = text.replace(str(getattr(self, name)), f"$WSIS_{name.upper()}")
+        return text
+
+    @field_validator("data_root", "artifact_root", "weights_root")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
         return path.expanduser().resolve()

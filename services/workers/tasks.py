@@ -63,10 +63,10 @@ def run_job(job_id: int, task_id: str | None) -> str:
     except jobs.JobCancelled:
         return CANCELLED
     except WsisInputError as exc:
-        _record_failure(settings.database_url, ctx, str(exc))
+        _record_failure(settings.database_url, ctx, settings.masked(str(exc)))
         return FAILED
     except Exception as exc:
-        _record_failure(settings.database_url, ctx, f"{type(exc).__name__}: {exc}")
+        _record_failure(settings.database_url, ctx, settings.masked(f"{type(exc).__name__}: {exc}"))
         raise
 
 

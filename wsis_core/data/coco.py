@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from wsis_core.data.confine import inside, read_text_inside
 from wsis_core.data.types import ImageGroundTruth, ImageInfo, InstanceMask
 from wsis_core.errors import WsisInputError
 
@@ -30,22 +31,26 @@ class CocoSplit:
 
     def __init__(self, root: Path, split: str):
         path = instances_path(root, split)
+        text = read_text_inside(root, path.relative_to(root), "instances file", max_bytes=None)
         try:
-            data = json.loads(path.read_text())
-            categories = sorted(data["categories"], key=lambda c: c["id"])
+            data = json.loads(text)
+            categories = sorted(_checked(data["categories"], "categories", CATEGORY_FIELDS), key=lambda c: c["id"])
             self.classes = [c["name"] for c in categories]
             self._class_index = {c["id"]: i + 1 for i, c in enumerate(categories)}
-            records = data["images"]
-            annotations = data.get("annotations", [])
-        except FileNotFoundError:
-            raise WsisInputError(f"{path}: instances file not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            records = _checked(data["images"], "images", IMAGE_FIELDS)
+            annotations = _checked(data.get("annotations", []), "annotations", {})
+        except json.JSONDecodeError as exc:
             raise WsisInputError(f"{path}: not valid JSON ({exc})") from None
         except (KeyError, TypeError) as exc:
             raise WsisInputError(f"{path}: not a COCO instances file (missing {exc})") from None
+        except ValueError as exc:
+            raise WsisInputError(f"{path}: not a COCO instances file ({exc})") from None
+        if len({r["id"] for r in records}) != len(records):
+            raise WsisInputError(f"{path}: duplicate image id")
         if not records:
             raise WsisInputError(f"{path}: split '{split}' has no images")
         self.path = path
+        self.root, self.split = root, split
         self.image_folder = root / split
         self._records = records
         self._by_source_id: dict[int, list[dict]] = {r["id"]: [] for r in records}
@@ -62,7 +67,7 @@ class CocoSplit:
         for image_id, record in enumerate(self._records, start=1):
             anns = self._by_source_id[record["id"]]
             labels = tuple(sorted({self._class_index[a["category_id"]] for a in anns}))
-            path = self.image_folder / record["file_name"]
+            path = inside(self.root, Path(self.split) / record["file_name"], "image")
             infos.append(ImageInfo(image_id, record["file_name"], path, record["width"], record["height"], labels))
         return infos
 
@@ -80,6 +85,24 @@ class CocoSplit:
             else:
                 instances.append(InstanceMask(self._class_index[ann["category_id"]], mask))
         return ImageGroundTruth(instances, void)
+
+
+CATEGORY_FIELDS = {"id": int, "name": str}
+IMAGE_FIELDS = {"id": int, "file_name": str, "width": int, "height": int}
+
+
+def _checked(records, what: str, fields: dict[str, type]) -> list[dict]:
+    """``records`` if it is a list of objects holding ``fields`` of their types; else ValueError naming the first
+    bad record and field."""
+    if not isinstance(records, list):
+        raise ValueError(f"{what} is not a list")
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise ValueError(f"{what}[{index}] is not an object")
+        for name, kind in fields.items():
+            if not isinstance(record.get(name), kind) or isinstance(record.get(name), bool):
+                raise ValueError(f"{what}[{index}] has no {kind.__name__} {name!r}")
+    return records
 
 
 def _annotation_mask(segmentation, height: int, width: int) -> np.ndarray:

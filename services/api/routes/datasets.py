@@ -8,12 +8,13 @@ from sqlalchemy.exc import IntegrityError
 
 from services.api.deps import Mutating, PathId, SessionDep, SettingsDep, error_responses, get_or_404
 from services.api.models import Dataset
-from services.api.paths import OutsideRootError, relative_inside, resolve_inside
+from services.api.paths import OutsideRootError, UnresolvablePathError, relative_inside, resolve_inside
 from services.api.schemas import DatasetCreate, DatasetOut
 from wsis_core.data.dataset import open_weak_dataset
 from wsis_core.errors import WsisInputError
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
+MAX_PATH_CHARS = 1000  # the column's width (Dataset.path)
 
 
 @router.post(
@@ -24,16 +25,20 @@ def create_dataset(body: DatasetCreate, session: SessionDep, settings: SettingsD
     """Register a dataset; 400 if its path leaves WSIS_DATA_ROOT or the folder is not a readable dataset."""
     try:
         root = resolve_inside(settings.data_root, body.path)
+    except UnresolvablePathError:
+        raise HTTPException(400, f"path {body.path!r} cannot be resolved (a symlink loop?)") from None
     except OutsideRootError:
         raise HTTPException(400, f"path {body.path!r} is outside WSIS_DATA_ROOT") from None
+    relative = relative_inside(settings.data_root, root)
+    if len(relative) > MAX_PATH_CHARS:
+        raise HTTPException(400, f"path {body.path!r} resolves to more than {MAX_PATH_CHARS} characters")
     try:
         train = open_weak_dataset(root, body.train_split)
         val = open_weak_dataset(root, body.val_split)
     except (WsisInputError, OSError) as exc:
-        message = str(exc).replace(str(settings.data_root), "$WSIS_DATA_ROOT")
-        raise HTTPException(400, f"not a usable dataset: {message}") from None
+        raise HTTPException(400, f"not a usable dataset: {settings.masked(str(exc))}") from None
     dataset = Dataset(
-        name=body.name, path=relative_inside(settings.data_root, root), train_split=body.train_split,
+        name=body.name, path=relative, train_split=body.train_split,
         val_split=body.val_split, classes=list(train.classes), num_train_images=len(train),
         num_val_images=len(val),
     )
