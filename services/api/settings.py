@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     # Backbone weight files a run may name (profile field backbone_weights, relative to this folder).
     weights_root: Path = Path("var/weights")
     api_token: str | None = None
+    # Browser origins (``scheme://host[:port]``) besides the API's own host allowed to write, e.g. behind a proxy.
+    trusted_origins: list[str] = []
+    # Largest JSON request body; larger ones are answered 413 before they are read (services/api/guards.py).
+    max_json_kb: int = Field(1024, ge=1)
+    # Largest dataset upload (``POST /api/datasets/upload`` enforces it while streaming).
+    max_upload_mb: int = Field(2048, ge=1)
     # Module with the round contract (STAGES, GPU_STAGES, run_stage, round_metrics); tests name a fake.
     stage_backend: str = "wsis_core.rounds"
     # A worker touches this file once it consumes tasks (``make run`` waits for it before printing the URL).
