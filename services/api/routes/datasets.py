@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from services.api.deps import Mutating, PathId, SessionDep, SettingsDep, error_responses, get_or_404
+from services.api.deps import Mutating, PageDep, PathId, SessionDep, SettingsDep, error_responses, get_or_404
 from services.api.models import Dataset
 from services.api.paths import OutsideRootError, UnresolvablePathError, relative_inside, resolve_inside
 from services.api.schemas import DatasetCreate, DatasetOut
@@ -51,8 +51,9 @@ def create_dataset(body: DatasetCreate, session: SessionDep, settings: SettingsD
 
 
 @router.get("", response_model=list[DatasetOut])
-def list_datasets(session: SessionDep) -> list[Dataset]:
-    return list(session.scalars(select(Dataset).order_by(Dataset.id)))
+def list_datasets(session: SessionDep, page: PageDep) -> list[Dataset]:
+    """Datasets by id, ``limit`` (default 50) from ``offset``."""
+    return list(session.scalars(page.apply(select(Dataset).order_by(Dataset.id))))
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut, responses=error_responses(404))

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from services.api.deps import Mutating, PathId, SessionDep, error_responses, get_or_404, read_in_thread
+from services.api.deps import Mutating, PageDep, PathId, SessionDep, error_responses, get_or_404, read_in_thread
 from services.api.models import ACTIVE_STATUSES, FAILED, SUCCEEDED, Dataset, Job, Metric, Round, Run
 from services.api.schemas import RoundMetrics, RoundOut, RunCreate, RunOut
 from services.workers import dispatch, jobs
@@ -29,9 +29,11 @@ def create_run(body: RunCreate, session: SessionDep) -> Run:
 
 
 @router.get("", response_model=list[RunOut])
-async def list_runs(request: Request) -> list[RunOut]:
+async def list_runs(request: Request, page: PageDep) -> list[RunOut]:
+    """Runs by id, ``limit`` (default 50) from ``offset``."""
+
     def read(session: Session) -> list[RunOut]:
-        runs = session.scalars(select(Run).options(selectinload(Run.rounds)).order_by(Run.id))
+        runs = session.scalars(page.apply(select(Run).options(selectinload(Run.rounds)).order_by(Run.id)))
         return [RunOut.model_validate(run) for run in runs]
 
     return await read_in_thread(request, read)
