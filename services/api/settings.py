@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     # A worker renews the lease of its running job every quarter of this; a running job whose lease lapsed
     # (its worker was killed or lost) is queued again by a live worker (see docs/service.md, Reliability).
     job_lease_s: float = Field(60.0, gt=0)
+    # A job whose worker was lost this many times (killed, out of memory) fails instead of being queued again.
+    max_attempts: int = Field(3, ge=1)
     # Polled reads (run, round, metrics, artifacts, pseudo labels) are shared for this long by the requests
     # for the same resource (services/api/read_cache.py); the API's own writes clear them. 0: off.
     read_cache_ms: float = Field(250.0, ge=0)

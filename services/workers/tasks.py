@@ -39,11 +39,12 @@ def pick_device() -> str:
 
 
 def run_job(job_id: int, task_id: str | None) -> str:
-    """Run the stage of job ``job_id``; returns the job's final status, or SKIPPED / HELD if it was not claimed."""
+    """Run the stage of job ``job_id``; returns the job's final status, or SKIPPED / HELD / BLOCKED if it was not
+    claimed."""
     settings = get_settings()
     device = pick_device()
     with session_scope(settings.database_url) as session:
-        ctx = jobs.start(session, job_id, task_id, f"running on {device}", settings.job_lease_s)
+        ctx = jobs.start(session, job_id, task_id, f"running on {device}", settings.job_lease_s, settings.max_attempts)
     if isinstance(ctx, str):
         return ctx
     rounds = backend.load()

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from services.api.deps import Mutating, PageDep, PathId, SessionDep, error_responses, get_or_404, read_in_thread
-from services.api.models import ACTIVE_STATUSES, FAILED, SUCCEEDED, Dataset, Job, Metric, Round, Run
+from services.api.models import ACTIVE_STATUSES, FAILED, SUCCEEDED, Dataset, Metric, Round, Run
 from services.api.schemas import RoundMetrics, RoundOut, RunCreate, RunOut
 from services.workers import dispatch, jobs
 
@@ -54,33 +54,34 @@ async def get_run(run_id: PathId, request: Request) -> RunOut:
 def launch_round(run_id: PathId, session: SessionDep) -> Round:
     """Queue the next round (or, after a failed or cancelled round, that round's unfinished jobs again).
 
-    409 while a round of the run is queued or running; 503 if the broker cannot be reached.
+    409 while a round of the run is queued or running (also to all but one of concurrent launches);
+    503 if the broker cannot be reached.
     """
-    run = get_or_404(session, Run, run_id, lock=True)  # concurrent launches of one run wait for each other
-    latest = run.rounds[-1] if run.rounds else None
+    run = get_or_404(session, Run, run_id, lock=True)  # PostgreSQL: concurrent launches of one run wait in line
+    latest = session.scalar(select(Round).where(Round.run_id == run_id).order_by(Round.number.desc()).limit(1))
     if latest is not None and latest.status in ACTIVE_STATUSES:
         raise HTTPException(409, f"round {latest.number} of run {run_id} is still {latest.status}")
     if latest is not None and latest.status != SUCCEEDED:
-        round_, pending = latest, jobs.requeue(session, latest)
+        if not jobs.requeue(session, latest.id):  # a concurrent retry won the conditional UPDATE
+            raise HTTPException(409, f"round {latest.number} of run {run_id} is already being retried")
+        round_id = latest.id
     else:
-        round_ = Round(run=run, number=latest.number + 1 if latest else 1)
-        plan = dispatch.stage_plan(run.config["supervision"])
-        round_.jobs = [Job(stage=stage, position=i, queue=queue) for i, (stage, queue) in enumerate(plan)]
-        session.add(round_)
-        pending = round_.jobs
+        round_id = jobs.new_round(session, run, dispatch.stage_plan(run.config["supervision"])).id
     try:
         session.commit()
     except IntegrityError:  # a concurrent request created the same round first
         raise HTTPException(409, f"a round of run {run_id} is already being launched") from None
     try:
-        dispatch.enqueue(pending)
+        dispatch.enqueue(jobs.queued_jobs(session, round_id))
     except (BrokerError, OSError) as exc:
-        log.exception("cannot enqueue round %s", round_.id)
-        jobs.stop_round(session, round_.id, FAILED, f"not run: broker unreachable ({type(exc).__name__})")
+        log.exception("cannot enqueue round %s", round_id)
+        jobs.stop_round(session, round_id, FAILED, f"not run: broker unreachable ({type(exc).__name__})")
         session.commit()
         raise HTTPException(503, f"the task broker is unreachable ({type(exc).__name__}); try again") from None
+    jobs.mark_dispatched(session, round_id)
+    session.commit()
     session.expire_all()
-    return round_
+    return session.get(Round, round_id)
 
 
 @router.get("/{run_id}/metrics", response_model=list[RoundMetrics], responses=error_responses(404))
