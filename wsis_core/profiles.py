@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ class Profile:
     # Shared backbone (paper: ResNet-50).
     backbone: str = "resnet18"
     backbone_weights: str | None = None  # local torchvision state_dict file; None = random init
+    backbone_weights_sha256: str | None = None  # hex sha256 the weights file must have (None: not checked)
     output_stride: int = 8  # 16x16 maps at 128 px: stride 16 (8x8) left PSA below raw CAMs (bench/cues_quality.py)
     input_size: int = 128  # images are resized to input_size x input_size for the networks
     freeze_bn: bool = False  # keep batch-norm statistics fixed (needed for batch size 1)
@@ -125,6 +127,8 @@ class Profile:
             values = getattr(self, name)
             for value in values if isinstance(values, tuple) else (values,):
                 _require(value is None or value <= maximum, name, values, f"at most {maximum:g}")
+        _require(self.backbone_weights_sha256 is None or re.fullmatch(r"[0-9a-f]{64}", self.backbone_weights_sha256)
+                 is not None, "backbone_weights_sha256", self.backbone_weights_sha256, "64 lowercase hex digits")
         _require(self.backbone_weights is None or len(self.backbone_weights) <= MAX_PATH_CHARS, "backbone_weights",
                  f"{(self.backbone_weights or '')[:40]}...", f"at most {MAX_PATH_CHARS} characters")
         _require(self.backbone in BACKBONE_NAMES, "backbone", self.backbone, f"choose from {', '.join(BACKBONE_NAMES)}")

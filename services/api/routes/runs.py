@@ -10,18 +10,27 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from services.api.deps import Mutating, PageDep, PathId, SessionDep, error_responses, get_or_404, read_in_thread
+from services.api.deps import Mutating, PageDep, PathId, SessionDep, SettingsDep, error_responses, get_or_404, read_in_thread
 from services.api.models import ACTIVE_STATUSES, FAILED, SUCCEEDED, Dataset, Metric, Round, Run
 from services.api.schemas import RoundMetrics, RoundOut, RunCreate, RunOut
+from services.api.paths import weights_file
 from services.workers import dispatch, jobs
+from wsis_core.errors import WsisInputError
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 log = logging.getLogger(__name__)
 
 
 @router.post("", status_code=201, response_model=RunOut, dependencies=Mutating, responses=error_responses(400, 401, 404))
-def create_run(body: RunCreate, session: SessionDep) -> Run:
+def create_run(body: RunCreate, session: SessionDep, settings: SettingsDep) -> Run:
+    """Create a run; 400 if its ``backbone_weights`` is no file inside WSIS_WEIGHTS_ROOT."""
     get_or_404(session, Dataset, body.dataset_id)
+    weights = body.config.overrides.get("backbone_weights")
+    if weights is not None:
+        try:
+            weights_file(settings, weights)
+        except WsisInputError as exc:
+            raise HTTPException(400, str(exc)) from None
     run = Run(dataset_id=body.dataset_id, config=body.config.model_dump())
     session.add(run)
     session.commit()
