@@ -132,10 +132,10 @@ def test_coco_without_masks_is_tags_only(synth_dataset, tmp_path):
 
 
 @pytest.mark.parametrize(("images", "message"), [
-    ("abc", "'images' must be a list"),
-    ([{"file_name": "x.jpg", "width": 2, "height": 2}], "image 0 lacks an int 'id'"),
-    ([{"id": 1, "width": 2, "height": 2}], "image 0 lacks an str 'file_name'"),
-    ([{"id": 1, "file_name": "/etc/passwd", "width": 2, "height": 2}], "must be relative to the image folder"),
+    ("abc", "images is not a list"),
+    ([{"file_name": "x.jpg", "width": 2, "height": 2}], "images\\[0\\] has no int 'id'"),
+    ([{"id": 1, "width": 2, "height": 2}], "images\\[0\\] has no str 'file_name'"),
+    ([{"id": 1, "file_name": "/etc/passwd", "width": 2, "height": 2}], "image outside the dataset folder"),
 ])
 def test_malformed_coco_files_are_one_line_errors(tmp_path, images, message):
     (tmp_path / "annotations").mkdir()

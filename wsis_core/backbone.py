@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -74,12 +75,14 @@ class Backbone(nn.Module):
 
 
 def build_backbone(
-    name: str, output_stride: int = 16, weights: str | Path | None = None, freeze_bn: bool = False
+    name: str, output_stride: int = 16, weights: str | Path | None = None, freeze_bn: bool = False,
+    weights_sha256: str | None = None,
 ) -> Backbone:
     """A torchvision ResNet backbone with the given output stride (8, 16 or 32).
 
     ``weights`` is a local file holding a torchvision ``state_dict`` of the same architecture (the
-    ``fc.*`` entries are ignored); without it the network is randomly initialised.
+    ``fc.*`` entries are ignored), whose sha256 must be ``weights_sha256`` when given; without it the
+    network is randomly initialised.
     """
     if name not in BACKBONES:
         raise WsisInputError(f"unknown backbone {name!r} (choose from {', '.join(BACKBONES)})")
@@ -87,7 +90,7 @@ def build_backbone(
         raise WsisInputError(f"output stride must be one of {OUTPUT_STRIDES}, got {output_stride}")
     resnet = BACKBONES[name](weights=None)
     if weights is not None:
-        _load_weights(resnet, Path(weights), name)
+        _load_weights(resnet, Path(weights), name, weights_sha256)
     for stage, dilation in zip((resnet.layer3, resnet.layer4), _DILATIONS[output_stride]):
         if dilation > 1:
             _dilate(stage, dilation)
@@ -96,7 +99,8 @@ def build_backbone(
 
 def backbone_for(profile: Profile) -> Backbone:
     """The backbone a :class:`wsis_core.profiles.Profile` asks for."""
-    return build_backbone(profile.backbone, profile.output_stride, profile.backbone_weights, profile.freeze_bn)
+    return build_backbone(profile.backbone, profile.output_stride, profile.backbone_weights, profile.freeze_bn,
+                          profile.backbone_weights_sha256)
 
 
 def _dilate(stage: nn.Sequential, dilation: int) -> None:
@@ -109,13 +113,22 @@ def _dilate(stage: nn.Sequential, dilation: int) -> None:
                 module.padding = (dilation, dilation)
 
 
-def _load_weights(resnet: torchvision.models.ResNet, path: Path, name: str) -> None:
+def _load_weights(resnet: torchvision.models.ResNet, path: Path, name: str, sha256: str | None = None) -> None:
+    """Load a torchvision state_dict file into ``resnet``; its sha256 must be ``sha256`` when given. Messages
+    never quote the file's bytes."""
     if not path.is_file():
         raise WsisInputError(f"{path}: backbone weights file not found")
+    if sha256 is not None:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        if digest.hexdigest() != sha256:
+            raise WsisInputError(f"{path}: sha256 {digest.hexdigest()} is not the expected {sha256}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a file that is not a state_dict
-        raise WsisInputError(f"{path}: not a torch state_dict file ({type(exc).__name__}: {exc})") from None
+        raise WsisInputError(f"{path}: not a torch state_dict file ({type(exc).__name__})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WsisInputError(f"{path}: not a torchvision state_dict (expected a dict of tensors)")
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}

@@ -101,6 +101,7 @@ def build_mask_rcnn(
     backbone: str = "resnet18",
     *,
     backbone_weights: str | Path | None = None,
+    backbone_weights_sha256: str | None = None,
     min_size: int = 800,
     max_size: int = 1333,
     trainable_layers: int | None = None,
@@ -137,7 +138,7 @@ def build_mask_rcnn(
         weights=None, norm_layer=norm_layer, zero_init_residual=backbone_weights is None
     )
     if backbone_weights is not None:
-        _load_weights(resnet, Path(backbone_weights), backbone)
+        _load_weights(resnet, Path(backbone_weights), backbone, backbone_weights_sha256)
     anchors = AnchorGenerator(
         sizes=tuple((size,) for size in anchor_sizes(min_size)), aspect_ratios=(_ASPECT_RATIOS,) * _FPN_LEVELS
     )
@@ -176,7 +177,8 @@ def mask_rcnn_for(profile, num_classes: int) -> MaskRCNN:
     """The IS branch a :class:`wsis_core.profiles.Profile` asks for, with C + 1 outputs (``num_classes``
     counts the background). Checkpoints of a run are rebuilt with the same call."""
     return build_mask_rcnn(
-        num_classes, profile.backbone, backbone_weights=profile.backbone_weights, min_size=profile.is_min_size,
+        num_classes, profile.backbone, backbone_weights=profile.backbone_weights,
+        backbone_weights_sha256=profile.backbone_weights_sha256, min_size=profile.is_min_size,
         max_size=profile.is_max_size, proposals_per_image=profile.is_proposals, rois_per_image=profile.is_rois,
         mask_head_channels=profile.is_mask_channels, fpn_channels=profile.is_fpn_channels,
         box_head_size=profile.is_box_head_size,
@@ -195,7 +197,8 @@ def load_mask_rcnn(profile, num_classes: int, path: Path) -> MaskRCNN:
     checkpoint = load_checkpoint(path)
     saved = {**_WIDTHS_OF_OLDER_CHECKPOINTS,
              **{name: checkpoint.config[name] for name in ARCHITECTURE_FIELDS if name in checkpoint.config}}
-    model = mask_rcnn_for(dataclasses.replace(profile, backbone_weights=None, **saved), num_classes)
+    model = mask_rcnn_for(dataclasses.replace(profile, backbone_weights=None, backbone_weights_sha256=None, **saved),
+                          num_classes)
     model.load_state_dict(checkpoint.state_dict)
     return model
 

@@ -10,6 +10,8 @@ be overridden with :func:`get_profile` (the CLI exposes them all).
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import typing
 from dataclasses import dataclass
 
@@ -28,6 +30,7 @@ class Profile:
     # Shared backbone (paper: ResNet-50).
     backbone: str = "resnet18"
     backbone_weights: str | None = None  # local torchvision state_dict file; None = random init
+    backbone_weights_sha256: str | None = None  # hex sha256 the weights file must have (None: not checked)
     output_stride: int = 8  # 16x16 maps at 128 px: stride 16 (8x8) left PSA below raw CAMs (bench/cues_quality.py)
     input_size: int = 128  # images are resized to input_size x input_size for the networks
     freeze_bn: bool = False  # keep batch-norm statistics fixed (needed for batch size 1)
@@ -120,6 +123,14 @@ class Profile:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             _check_type(f.name, getattr(self, f.name), _HINTS[f.name])
+        for name, maximum in MAXIMA.items():
+            values = getattr(self, name)
+            for value in values if isinstance(values, tuple) else (values,):
+                _require(value is None or value <= maximum, name, values, f"at most {maximum:g}")
+        _require(self.backbone_weights_sha256 is None or re.fullmatch(r"[0-9a-f]{64}", self.backbone_weights_sha256)
+                 is not None, "backbone_weights_sha256", self.backbone_weights_sha256, "64 lowercase hex digits")
+        _require(self.backbone_weights is None or len(self.backbone_weights) <= MAX_PATH_CHARS, "backbone_weights",
+                 f"{(self.backbone_weights or '')[:40]}...", f"at most {MAX_PATH_CHARS} characters")
         _require(self.backbone in BACKBONE_NAMES, "backbone", self.backbone, f"choose from {', '.join(BACKBONE_NAMES)}")
         _require(self.output_stride in OUTPUT_STRIDES, "output_stride", self.output_stride, f"one of {OUTPUT_STRIDES}")
         _require(self.input_size >= 32, "input_size", self.input_size, "at least 32")
@@ -150,6 +161,7 @@ class Profile:
             _require(getattr(self, name) >= 1, name, getattr(self, name), "at least 1")
         for name in ("mil_epochs", "ccgr_iters", "is_epochs", "min_instance_pixels"):
             _require(getattr(self, name) >= 0, name, getattr(self, name), "not negative")
+        _require(self.ccgr_lr is None or self.ccgr_lr > 0, "ccgr_lr", self.ccgr_lr, "positive or none")
         for name in ("mil_lr", "is_lr", "ccgr_context_scale"):
             _require(getattr(self, name) > 0, name, getattr(self, name), "positive")
         for name in ("crop_threshold", "is_score_threshold", "is_label_score"):
@@ -168,12 +180,35 @@ class Profile:
 
 
 _HINTS = typing.get_type_hints(Profile)
+# Upper bounds of the numeric fields (a tuple's elements each): far above any useful setting, low enough that no
+# configuration keeps a worker busy for days or exhausts its memory before its first progress report.
+MAXIMA: dict[str, float] = {
+    "output_stride": 32, "input_size": 2048, "seed": 2**31 - 1, "infer_batch_size": 1024, "epoch_images": 10**7,
+    "cls_epochs": 1000, "cls_batch_size": 1024, "cls_lr": 10.0, "cls_weight_decay": 1.0, "cls_lse_r": 1000.0,
+    "cls_min_scale": 8.0, "cls_max_scale": 8.0, "peak_window": 63, "peak_threshold": 1.0,
+    "cam_fg_threshold": 1.0, "cam_bg_threshold": 1.0,
+    "aff_epochs": 1000, "aff_batch_size": 1024, "aff_lr": 10.0, "aff_weight_decay": 1.0, "aff_radius": 64,
+    "rw_beta": 1000.0, "rw_t": 4096, "rw_bg_power": 1000.0, "label_min_score": 1.0,
+    "seg_epochs": 1000, "seg_batch_size": 1024, "seg_lr": 10.0, "seg_weight_decay": 1.0, "psp_bins": 64,
+    "proposal_max": 100_000, "proposal_workers": 64, "mil_top_k": 10_000, "mil_lambda": 1000.0,
+    "mil_epochs": 1000, "mil_lr": 10.0, "mil_weight_decay": 1.0, "mil_feature_stage": 3, "mil_hidden": 8192,
+    "ccgr_iters": 10_000, "ccgr_lr": 1000.0, "ccgr_context_scale": 10.0, "ccgr_chunk_images": 4096,
+    "crop_threshold": 1.0, "min_instance_pixels": 10**8,
+    "is_epochs": 1000, "is_batch_size": 256, "is_lr": 10.0, "is_weight_decay": 1.0, "is_min_size": 4096,
+    "is_max_size": 4096, "is_proposals": 100_000, "is_rois": 100_000, "is_mask_channels": 4096,
+    "is_fpn_channels": 4096, "is_box_head_size": 16_384, "is_score_threshold": 1.0, "is_label_score": 1.0,
+}
+MAX_PSP_BINS = 16  # pyramid levels of the SS branch (PSPNet: 4)
+MAX_PATH_CHARS = 1000
 
 
-def get_profile(name: str, **overrides) -> Profile:
+def get_profile(name: str, /, **overrides) -> Profile:
     """Profile ``name`` with ``overrides`` applied; strings (from a command line) are converted."""
-    if name not in PROFILES:
+    if not isinstance(name, str) or name not in PROFILES:
         raise WsisInputError(f"unknown profile {name!r} (choose from {', '.join(PROFILES)})")
+    if "name" in overrides:
+        raise WsisInputError("profile field name: choose the profile itself (--profile, config.profile), "
+                             "not as an override")
     unknown = sorted(set(overrides) - set(_HINTS))
     if unknown:
         raise WsisInputError(f"unknown profile field(s): {', '.join(unknown)}")
@@ -204,12 +239,15 @@ def _parse(name: str, value):
 
 
 def _check_type(name: str, value, hint) -> None:
-    if hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint in (float, float | None):
+        ok = (value is None and hint != float) or (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
     elif hint is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif hint == tuple[int, ...]:
-        ok = isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        ok = isinstance(value, tuple) and 0 < len(value) <= MAX_PSP_BINS and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value)
+        value = value if not isinstance(value, tuple) or len(value) <= MAX_PSP_BINS else f"{len(value)} values"
     elif hint in (str | None, int | None):
         ok = value is None or (isinstance(value, hint.__args__[0]) and not isinstance(value, bool))
     else:

@@ -61,6 +61,11 @@ class RunConfig:
             raise WsisInputError(f"supervision must be one of {SUPERVISIONS}, got {self.supervision!r}")
         if self.box_source not in BOX_SOURCES:
             raise WsisInputError(f"box source must be one of {BOX_SOURCES}, got {self.box_source!r}")
+        if not isinstance(self.overrides, dict):
+            raise WsisInputError(f"profile overrides must be a mapping, got {type(self.overrides).__name__}")
+        for name, how in (("seed", "the run's seed (--seed, config.seed)"), ("name", "--profile (config.profile)")):
+            if name in self.overrides:
+                raise WsisInputError(f"profile field {name}: set it with {how}, not as an override")
         if self.proposals != "selective-search" and not Path(self.proposals).is_dir():
             raise WsisInputError(f"{self.proposals}: proposal folder not found")
 

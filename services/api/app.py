@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from services.api.db import sessionmaker_for
+from services.api.guards import RequestGuard
 from services.api.read_cache import InvalidateOnWrite, ReadCache
 from services.api.routes import datasets, health, rounds, runs
 from services.api.settings import Settings, get_settings, prepare_folders
@@ -21,15 +22,19 @@ from services.workers.celery_app import app as celery_app
 from services.workers.celery_app import configure
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+MAX_ERRORS, MAX_ERROR_CHARS = 20, 200  # a 422 lists at most this many errors, each cut to this length
 
 
 def _readable(exc: RequestValidationError) -> JSONResponse:
     """422 with one readable line (``body.config.profile: unknown profile ...``) plus the structured list."""
+    all_errors = exc.errors()
     errors = [
-        {"loc": [str(part) for part in error["loc"]], "msg": error["msg"]}
-        for error in exc.errors()
+        {"loc": [str(part)[:MAX_ERROR_CHARS] for part in error["loc"]], "msg": error["msg"][:MAX_ERROR_CHARS]}
+        for error in all_errors[:MAX_ERRORS]
     ]
     detail = "; ".join(f"{'.'.join(error['loc'])}: {error['msg']}" for error in errors)
+    if len(all_errors) > MAX_ERRORS:
+        detail += f" (and {len(all_errors) - MAX_ERRORS} more)"
     return JSONResponse(status_code=422, content={"detail": detail, "errors": errors})
 
 
@@ -66,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessionmaker = sessionmaker_for(settings.database_url)
     app.state.read_cache = ReadCache(settings.read_cache_ms / 1000)
     app.add_middleware(InvalidateOnWrite, cache=app.state.read_cache)
+    app.add_middleware(RequestGuard, settings=settings)  # outermost: before the cache and every route
     for module in (health, datasets, runs, rounds):
         app.include_router(module.router, prefix="/api")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Iterator, Sequence, TypeVar
 
-from fastapi import Depends, HTTPException, Path, Request
+from fastapi import Depends, HTTPException, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from services.api.schemas import MAX_ID, ErrorOut, ValidationErrorOut
 from services.api.settings import Settings
 
+DEFAULT_PAGE, MAX_PAGE = 50, 500  # items of a list route
 _bearer = HTTPBearer(auto_error=False, description="WSIS_API_TOKEN, required by mutating routes when it is set")
 
 
@@ -83,7 +86,26 @@ def get_or_404(session: Session, model, id_: int, lock: bool = False, options: S
     return row
 
 
+@dataclass(frozen=True)
+class Page:
+    """``?limit=&offset=`` of a list route."""
+
+    limit: int
+    offset: int
+
+    def apply(self, query: Select) -> Select:
+        return query.limit(self.limit).offset(self.offset)
+
+
+def get_page(
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="at most this many items")] = DEFAULT_PAGE,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID, description="items skipped")] = 0,
+) -> Page:
+    return Page(limit, offset)
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
+PageDep = Annotated[Page, Depends(get_page)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 Mutating = [Depends(require_token)]

@@ -117,6 +117,9 @@ class Round(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Outbox: set (with the jobs' change to queued) while queued jobs of the round wait to be sent to the
+    # broker, cleared once they were sent; the recovery loop sends those a crash left behind.
+    undispatched_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     run: Mapped[Run] = relationship(back_populates="rounds")
     jobs: Mapped[list[Job]] = relationship(
@@ -150,6 +153,8 @@ class Job(Base):
     message: Mapped[str | None] = mapped_column(Text)
     celery_task_id: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Attempts lost with their worker since the job was last launched; at WSIS_MAX_ATTEMPTS the job fails.
+    lost_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

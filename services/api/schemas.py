@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from wsis_core.errors import WsisInputError
+from wsis_core.profiles import PROFILES, get_profile
 
 MAX_ID = 2**31 - 1  # ids are 32-bit integers in PostgreSQL
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
@@ -20,9 +21,10 @@ SplitName = Annotated[str, StringConstraints(min_length=1, max_length=100, patte
 
 
 class Body(BaseModel):
-    """Request bodies reject unknown fields, so a typo is a 422 rather than silently ignored."""
+    """Request bodies reject unknown fields, so a typo is a 422 rather than silently ignored, and coerce no
+    types (``"1"`` is no id, ``false`` no seed, ``"yes"`` no boolean)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Out(BaseModel):
@@ -65,6 +67,9 @@ class DatasetOut(Out):
     created_at: datetime
 
 
+ProfileName = Literal[tuple(PROFILES)]  # an enum in the OpenAPI schema
+
+
 class RunConfig(Body):
     """How a run trains (the fields of ``wsis_core.rounds.RunConfig`` a user chooses).
 
@@ -72,7 +77,7 @@ class RunConfig(Body):
     the ablation switches (CCGR refinement on/off, pseudo-label boxes from MIL or segmentation).
     """
 
-    profile: str = "tiny"
+    profile: ProfileName = "tiny"
     overrides: dict[str, Any] = Field(default_factory=dict, description="profile fields to change, e.g. cls_epochs")
     supervision: Literal["weak", "full"] = "weak"
     ccgr: bool = True
@@ -81,8 +86,6 @@ class RunConfig(Body):
 
     @model_validator(mode="after")
     def _known_profile(self) -> RunConfig:
-        from wsis_core.profiles import get_profile
-
         if "seed" in self.overrides:
             raise ValueError("set the seed with config.seed, not in overrides")
         try:

@@ -24,7 +24,15 @@ class Settings(BaseSettings):
     result_backend: str = "db+sqlite:///var/results.sqlite"
     data_root: Path = Path("var")
     artifact_root: Path = Path("var/artifacts")
+    # Backbone weight files a run may name (profile field backbone_weights, relative to this folder).
+    weights_root: Path = Path("var/weights")
     api_token: str | None = None
+    # Browser origins (``scheme://host[:port]``) besides the API's own host allowed to write, e.g. behind a proxy.
+    trusted_origins: list[str] = []
+    # Largest JSON request body; larger ones are answered 413 before they are read (services/api/guards.py).
+    max_json_kb: int = Field(1024, ge=1)
+    # Largest dataset upload (``POST /api/datasets/upload`` enforces it while streaming).
+    max_upload_mb: int = Field(2048, ge=1)
     # Module with the round contract (STAGES, GPU_STAGES, run_stage, round_metrics); tests name a fake.
     stage_backend: str = "wsis_core.rounds"
     # A worker touches this file once it consumes tasks (``make run`` waits for it before printing the URL).
@@ -32,13 +40,21 @@ class Settings(BaseSettings):
     # A worker renews the lease of its running job every quarter of this; a running job whose lease lapsed
     # (its worker was killed or lost) is queued again by a live worker (see docs/service.md, Reliability).
     job_lease_s: float = Field(60.0, gt=0)
+    # A job whose worker was lost this many times (killed, out of memory) fails instead of being queued again.
+    max_attempts: int = Field(3, ge=1)
     # Polled reads (run, round, metrics, artifacts, pseudo labels) are shared for this long by the requests
     # for the same resource (services/api/read_cache.py); the API's own writes clear them. 0: off.
     read_cache_ms: float = Field(250.0, ge=0)
     # Cap of a dataset upload (POST /api/datasets/upload), enforced while the body streams in.
     max_upload_mb: int = Field(2048, gt=0)
 
-    @field_validator("data_root", "artifact_root")
+    def masked(self, text: str) -> str:
+        """``text`` with the server's root folders written as ``$WSIS_DATA_ROOT`` etc. (for public messages)."""
+        for name in ("data_root", "artifact_root", "weights_root"):
+            text = text.replace(str(getattr(self, name)), f"$WSIS_{name.upper()}")
+        return text
+
+    @field_validator("data_root", "artifact_root", "weights_root")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
         return path.expanduser().resolve()

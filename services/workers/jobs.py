@@ -3,6 +3,11 @@
 Every change is a conditional UPDATE (``... WHERE status IN (...)``), so a worker finishing a
 stage and a user cancelling it cannot overwrite each other.
 
+Launching writes the round's queued jobs and an *undispatched* mark in one transaction, then sends
+them to the broker and clears the mark (an outbox): the recovery loop sends the rounds whose mark is
+older than a lease (their sender died in between). A retry is one conditional UPDATE of the round
+(``failed``/``cancelled`` to ``queued``), so of concurrent retries exactly one wins on every database.
+
 A running job holds a lease: its worker renews ``heartbeat_at`` (``heartbeat``), and a running job
 whose heartbeat is older than the lease was lost with its worker. ``recover_lost`` queues such jobs
 again and ``start`` lets a new attempt claim them. Writes of an attempt are fenced by its number
@@ -11,13 +16,15 @@ again and ``start`` lets a new attempt claim them. Writes of an attempt are fenc
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from services.api.db import session_scope
 from services.api.models import (
@@ -31,13 +38,17 @@ from services.api.models import (
     Job,
     Metric,
     Round,
+    Run,
     utcnow,
 )
 from services.workers.store import ArtifactRecord
 
 PROGRESS_STEP = 0.01  # smallest progress change written to the database
+CANCEL_CHECK_S = 1.0  # a running stage looks for its cancellation at least this often (at its next step)
 SKIPPED = "skipped"  # a task whose job had already ended (a re-delivered task): nothing to do
 HELD = "held"  # a task whose job another attempt holds (its lease is live): nothing to do
+BLOCKED = "blocked"  # a task whose job waits for an earlier stage that has not succeeded (a duplicate chain)
+DEFAULT_MAX_ATTEMPTS = 3
 
 
 class JobCancelled(Exception):
@@ -59,18 +70,33 @@ class JobContext:
     attempt: int  # the job's ``attempts`` after this claim: writes of an earlier attempt are fenced out
 
 
-def start(session: Session, job_id: int, task_id: str | None, message: str, lease_s: float) -> JobContext | str:
-    """Claim a queued job, or a running one whose lease lapsed; else SKIPPED (it ended, or is unknown) or HELD."""
+def start(session: Session, job_id: int, task_id: str | None, message: str, lease_s: float,
+          max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> JobContext | str:
+    """Claim a queued job whose earlier stages all succeeded, or a running one whose lease lapsed (one more lost
+    attempt, below ``max_attempts``); else SKIPPED (it ended, or is unknown), HELD or BLOCKED.
+
+    The claim is one conditional UPDATE, so of two chains reaching a job (a duplicate send) one runs it, and
+    neither runs a stage whose predecessor failed, was cancelled or has not run yet.
+    """
     now = utcnow()
+    earlier = aliased(Job)
+    predecessors_done = ~exists().where(
+        earlier.round_id == Job.round_id, earlier.position < Job.position, earlier.status != SUCCEEDED
+    )
+    lost = and_(Job.status == RUNNING, _lapsed(now, lease_s), Job.lost_attempts + 1 < max_attempts)
     claimed = session.execute(
         update(Job)
-        .where(Job.id == job_id, or_(Job.status == QUEUED, and_(Job.status == RUNNING, _lapsed(now, lease_s))))
+        .where(Job.id == job_id, or_(Job.status == QUEUED, lost), predecessors_done)
         .values(status=RUNNING, attempts=Job.attempts + 1, celery_task_id=task_id, message=message, error=None,
+                lost_attempts=Job.lost_attempts + case((Job.status == RUNNING, 1), else_=0),
                 started_at=func.coalesce(Job.started_at, now), heartbeat_at=now)
+        .execution_options(synchronize_session=False)
     ).rowcount
     job = session.get(Job, job_id)
     if not claimed:
-        return HELD if job is not None and job.status == RUNNING else SKIPPED
+        if job is not None and job.status == RUNNING:
+            return HELD
+        return BLOCKED if job is not None and job.status == QUEUED else SKIPPED
     round_ = job.round
     session.execute(
         update(Round).where(Round.id == round_.id, Round.status == QUEUED).values(status=RUNNING, started_at=utcnow())
@@ -87,25 +113,92 @@ def heartbeat(session: Session, ctx: JobContext) -> bool:
     return bool(session.execute(update(Job).where(_held_by(ctx)).values(heartbeat_at=utcnow())).rowcount)
 
 
-def recover_lost(session: Session, lease_s: float) -> list[list[Job]]:
-    """Queue again the running jobs whose lease lapsed (their worker died); returns the jobs to enqueue, per round.
+def recover_lost(session: Session, lease_s: float, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> list[int]:
+    """Queue again the running jobs whose lease lapsed (their worker died); returns the ids of their rounds,
+    whose queued jobs are to be sent again (each round is marked undispatched: see :func:`pending_dispatch`).
 
-    Each lost job comes with the round's queued jobs after it (they were in the lost task's chain).
-    Two workers recovering at once requeue a job only once: the UPDATE re-checks the lapsed lease.
+    A job that lost ``max_attempts`` attempts so fails, and its round with it. Two workers recovering at once
+    requeue a job only once: the UPDATE re-checks the lapsed lease.
     """
     now = utcnow()
     lost = session.scalars(select(Job).where(Job.status == RUNNING, _lapsed(now, lease_s)).order_by(Job.id)).all()
-    chains = []
+    rounds = []
     for job in lost:
+        still_lost = [Job.id == job.id, Job.status == RUNNING, _lapsed(now, lease_s)]
+        if job.lost_attempts + 1 >= max_attempts:
+            error = (f"gave up after {job.lost_attempts + 1} attempts: each time its worker was lost (killed, out of "
+                     "memory or its machine gone); see WSIS_MAX_ATTEMPTS")
+            failed = session.execute(
+                update(Job).where(*still_lost)
+                .values(status=FAILED, error=error, message="failed", finished_at=now, lost_attempts=Job.lost_attempts + 1)
+            ).rowcount
+            if failed:
+                stop_round(session, job.round_id, FAILED, f"not run: stage {job.stage} failed")
+            continue
         requeued = session.execute(
-            update(Job).where(Job.id == job.id, Job.status == RUNNING, _lapsed(now, lease_s))
-            .values(status=QUEUED, progress=0.0, heartbeat_at=None,
+            update(Job).where(*still_lost)
+            .values(status=QUEUED, progress=0.0, heartbeat_at=None, lost_attempts=Job.lost_attempts + 1,
                     message=f"queued again: its worker sent no heartbeat for {lease_s:g} s")
         ).rowcount
         if requeued:
-            later = [other for other in job.round.jobs if other.position > job.position and other.status == QUEUED]
-            chains.append([job, *later])
-    return chains
+            _mark_undispatched(session, job.round_id)
+            rounds.append(job.round_id)
+    return rounds
+
+
+def new_round(session: Session, run: Run, plan: list[tuple[str, str]]) -> Round:
+    """Add the run's next round with one queued job per ``(stage, queue)`` of ``plan``, marked undispatched.
+
+    Two launches adding the same round number collide on the unique (run, number) key at commit.
+    """
+    latest = session.scalar(select(func.max(Round.number)).where(Round.run_id == run.id)) or 0
+    round_ = Round(run_id=run.id, number=latest + 1, undispatched_since=utcnow())
+    round_.jobs = [Job(stage=stage, position=i, queue=queue) for i, (stage, queue) in enumerate(plan)]
+    session.add(round_)
+    session.flush()
+    return round_
+
+
+def pending_dispatch(session: Session, older_than_s: float) -> list[int]:
+    """Ids of the active rounds whose queued jobs have waited more than ``older_than_s`` to be sent (their
+    sender died between writing them and sending them)."""
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    return list(session.scalars(
+        select(Round.id).where(Round.status.in_(ACTIVE_STATUSES), Round.undispatched_since < cutoff).order_by(Round.id)
+    ))
+
+
+def claim_dispatch(session: Session, round_id: int, older_than_s: float) -> list[Job]:
+    """Renew the round's undispatched mark if it is older than ``older_than_s`` and return its queued jobs in
+    order, to be sent as one chain; [] if another recovery renewed it first (or nothing waits).
+
+    The mark stays until :func:`mark_dispatched` after the send: a sender that dies in between leaves it for
+    the next recovery. A round sent twice is harmless: :func:`start` lets one chain run each job.
+    """
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    renewed = session.execute(
+        update(Round).where(Round.id == round_id, Round.status.in_(ACTIVE_STATUSES), Round.undispatched_since < cutoff)
+        .values(undispatched_since=utcnow())
+    ).rowcount
+    if not renewed:
+        return []
+    return queued_jobs(session, round_id)
+
+
+def queued_jobs(session: Session, round_id: int) -> list[Job]:
+    """The round's queued jobs in stage order: the chain that carries the round on."""
+    return list(session.scalars(
+        select(Job).where(Job.round_id == round_id, Job.status == QUEUED).order_by(Job.position)
+    ))
+
+
+def mark_dispatched(session: Session, round_id: int) -> None:
+    """The round's queued jobs reached the broker."""
+    session.execute(update(Round).where(Round.id == round_id).values(undispatched_since=None))
+
+
+def _mark_undispatched(session: Session, round_id: int) -> None:
+    session.execute(update(Round).where(Round.id == round_id).values(undispatched_since=utcnow()))
 
 
 def finish(
@@ -166,14 +259,21 @@ def stop_round(session: Session, round_id: int, status: str, reason: str) -> Non
     _close_round(session, round_id, status)
 
 
-def requeue(session: Session, round_: Round) -> list[Job]:
-    """Put a failed or cancelled round back in the queue: its unfinished jobs start again (finished ones are kept)."""
-    pending = [job for job in round_.jobs if job.status != SUCCEEDED]
-    for job in pending:
-        job.status, job.progress, job.message, job.error = QUEUED, 0.0, None, None
-        job.started_at = job.finished_at = None
-    round_.status, round_.finished_at = QUEUED, None
-    return pending
+def requeue(session: Session, round_id: int) -> bool:
+    """Put a failed or cancelled round back in the queue, marked undispatched: its unfinished jobs start again
+    (finished ones are kept) with a fresh budget of attempts. False if the round was not failed or cancelled
+    (a concurrent retry won: the transition is one conditional UPDATE on every database)."""
+    retried = session.execute(
+        update(Round).where(Round.id == round_id, Round.status.in_((FAILED, CANCELLED)))
+        .values(status=QUEUED, finished_at=None, undispatched_since=utcnow())
+    ).rowcount
+    if retried:
+        session.execute(
+            update(Job).where(Job.round_id == round_id, Job.status != SUCCEEDED)
+            .values(status=QUEUED, progress=0.0, message=None, error=None, started_at=None, finished_at=None,
+                    heartbeat_at=None, lost_attempts=0)
+        )
+    return bool(retried)
 
 
 def _lapsed(now: datetime, lease_s: float) -> ColumnElement[bool]:
@@ -202,19 +302,29 @@ def _upsert(session: Session, model, keys: tuple[str, ...], **values) -> None:
 
 
 class ProgressReporter:
-    """The ``on_progress(done, total=1.0)`` callback of a stage: writes progress, stops a cancelled or lost job."""
+    """The ``on_progress(done, total=1.0)`` callback of a stage: writes progress, stops a cancelled or lost job.
 
-    def __init__(self, database_url: str, ctx: JobContext):
+    Stages call it after every training step or batch. It writes to the database when the progress moved by
+    PROGRESS_STEP, and also when CANCEL_CHECK_S passed since its last write whatever the progress (a stage of
+    a million steps moves 1 % in hours), so a cancellation stops the stage within about CANCEL_CHECK_S plus
+    one step.
+    """
+
+    def __init__(self, database_url: str, ctx: JobContext, clock: Callable[[], float] = time.monotonic):
         self.database_url = database_url
         self.ctx = ctx
+        self.clock = clock
         self.written = 0.0
+        self.checked_at = clock()
 
     def __call__(self, done: float, total: float = 1.0) -> None:
         fraction = min(max(float(done) / float(total), 0.0), 1.0) if total else 0.0
-        if fraction - self.written < PROGRESS_STEP and fraction < 1.0:
+        due = self.clock() - self.checked_at >= CANCEL_CHECK_S
+        if fraction - self.written < PROGRESS_STEP and fraction < 1.0 and not due:
             return
         with session_scope(self.database_url) as session:
             still_running = session.execute(update(Job).where(_held_by(self.ctx)).values(progress=fraction)).rowcount
+        self.checked_at = self.clock()
         if not still_running:
             raise JobCancelled(f"job {self.ctx.job_id} was cancelled or taken over by another attempt")
         self.written = fraction

@@ -1,9 +1,10 @@
 """Recovery of jobs whose worker was lost (killed, out of memory, its machine gone).
 
 Every worker runs ``watch`` in a thread: at start and then twice per lease it queues again the
-running jobs whose lease lapsed, each with the rest of its round, as a new chain. Neither broker
-gives such a task back in time by itself: kombu's SQLAlchemy transport never re-delivers a
-message its consumer took, and Redis does so only after the visibility timeout (24 h).
+running jobs whose lease lapsed, each with the rest of its round, as a new chain, and sends the rounds
+that were written but never sent (their sender died in between: the outbox of ``services.workers.jobs``).
+Neither broker gives such a task back in time by itself: kombu's SQLAlchemy transport never
+re-delivers a message its consumer took, and Redis does so only after the visibility timeout (24 h).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import threading
 from kombu.exceptions import OperationalError as BrokerError
 
 from services.api.db import session_scope
-from services.api.models import FAILED
 from services.api.settings import Settings
 from services.workers import dispatch, jobs
 
@@ -24,19 +24,44 @@ log = logging.getLogger(__name__)
 
 
 def recover_lost_jobs(settings: Settings) -> int:
-    """Queue the lost jobs again (a round whose chain cannot be sent fails); returns how many were lost."""
+    """Queue the lost jobs again (a job lost WSIS_MAX_ATTEMPTS times fails instead); returns how many rounds were
+    queued again. Their chains go out with :func:`send_undispatched`."""
     with session_scope(settings.database_url) as session:
-        chains = jobs.recover_lost(session, settings.job_lease_s)
-    for chain in chains:
-        lost = chain[0]
-        log.warning("job %s (%s) lost its worker; queued again", lost.id, lost.stage)
-        try:
-            dispatch.enqueue(chain)
-        except (BrokerError, OSError) as exc:
-            log.exception("cannot enqueue round %s again", lost.round_id)
-            with session_scope(settings.database_url) as session:
-                jobs.stop_round(session, lost.round_id, FAILED, f"not run: broker unreachable ({type(exc).__name__})")
-    return len(chains)
+        rounds = jobs.recover_lost(session, settings.job_lease_s, settings.max_attempts)
+    for round_id in rounds:
+        log.warning("round %s lost a worker; its job is queued again", round_id)
+        _send(settings, round_id, older_than_s=-1.0)  # marked just now: send at once
+    return len(rounds)
+
+
+def send_undispatched(settings: Settings) -> int:
+    """Send the queued jobs of rounds whose sender died between writing and sending them (marked undispatched
+    for longer than a lease); returns how many rounds were sent."""
+    with session_scope(settings.database_url) as session:
+        waiting = jobs.pending_dispatch(session, settings.job_lease_s)
+    sent = 0
+    for round_id in waiting:
+        if _send(settings, round_id, settings.job_lease_s):
+            log.warning("round %s was never sent to the broker; sent now", round_id)
+            sent += 1
+    return sent
+
+
+def _send(settings: Settings, round_id: int, older_than_s: float) -> bool:
+    """Claim the round's undispatched mark, send its queued jobs as a chain, clear the mark; False if another
+    worker claimed it. The mark stays when the broker is unreachable: the next check tries again."""
+    with session_scope(settings.database_url) as session:
+        pending = jobs.claim_dispatch(session, round_id, older_than_s)
+    if not pending:
+        return False
+    try:
+        dispatch.enqueue(pending)
+    except (BrokerError, OSError):
+        log.exception("cannot enqueue round %s; trying again later", round_id)
+        return False
+    with session_scope(settings.database_url) as session:
+        jobs.mark_dispatched(session, round_id)
+    return True
 
 
 def watch(settings: Settings, stop: threading.Event) -> None:
@@ -44,6 +69,7 @@ def watch(settings: Settings, stop: threading.Event) -> None:
     while True:
         try:
             recover_lost_jobs(settings)
+            send_undispatched(settings)
         except Exception:
             log.exception("recovering lost jobs failed")
         if stop.wait(settings.job_lease_s / CHECKS_PER_LEASE):

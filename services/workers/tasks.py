@@ -18,7 +18,7 @@ from typing import Iterator
 
 from services.api.db import session_scope
 from services.api.models import CANCELLED, FAILED, SUCCEEDED
-from services.api.paths import resolve_inside
+from services.api.paths import resolve_inside, weights_file
 from services.api.settings import get_settings
 from services.workers import backend, jobs, store
 from services.workers.celery_app import app
@@ -39,11 +39,12 @@ def pick_device() -> str:
 
 
 def run_job(job_id: int, task_id: str | None) -> str:
-    """Run the stage of job ``job_id``; returns the job's final status, or SKIPPED / HELD if it was not claimed."""
+    """Run the stage of job ``job_id``; returns the job's final status, or SKIPPED / HELD / BLOCKED if it was not
+    claimed."""
     settings = get_settings()
     device = pick_device()
     with session_scope(settings.database_url) as session:
-        ctx = jobs.start(session, job_id, task_id, f"running on {device}", settings.job_lease_s)
+        ctx = jobs.start(session, job_id, task_id, f"running on {device}", settings.job_lease_s, settings.max_attempts)
     if isinstance(ctx, str):
         return ctx
     rounds = backend.load()
@@ -52,7 +53,7 @@ def run_job(job_id: int, task_id: str | None) -> str:
         with leased(settings.database_url, ctx, settings.job_lease_s / HEARTBEATS_PER_LEASE):
             outputs = rounds.run_stage(
                 ctx.stage, data=resolve_inside(settings.data_root, ctx.dataset_path), run_dir=run_dir,
-                round_number=ctx.round_number, config=ctx.config, device=device,
+                round_number=ctx.round_number, config=_with_weights_file(settings, ctx.config), device=device,
                 on_progress=jobs.ProgressReporter(settings.database_url, ctx),
             )
         records = [store.describe(settings.artifact_root, kind, path) for kind, path in outputs.items()]
@@ -64,11 +65,20 @@ def run_job(job_id: int, task_id: str | None) -> str:
     except jobs.JobCancelled:
         return CANCELLED
     except WsisInputError as exc:
-        _record_failure(settings.database_url, ctx, str(exc))
+        _record_failure(settings.database_url, ctx, settings.masked(str(exc)))
         return FAILED
     except Exception as exc:
-        _record_failure(settings.database_url, ctx, f"{type(exc).__name__}: {exc}")
+        _record_failure(settings.database_url, ctx, settings.masked(f"{type(exc).__name__}: {exc}"))
         raise
+
+
+def _with_weights_file(settings, config: dict) -> dict:
+    """``config`` with its ``backbone_weights`` (relative to WSIS_WEIGHTS_ROOT) as the confined absolute file,
+    checked again here: the folder may have changed since the run was created."""
+    name = config.get("overrides", {}).get("backbone_weights")
+    if name is None:
+        return config
+    return {**config, "overrides": {**config["overrides"], "backbone_weights": str(weights_file(settings, name))}}
 
 
 @contextmanager

@@ -6,7 +6,9 @@ label of the train split); ``evaluate`` writes fixed metrics. Like the real stag
 (``COMPUTED`` lists the stages it actually computed in this process), reports progress per image,
 and ``mil`` decodes every train image with the real loader (a corrupt image fails it with the
 loader's message). Files in the dataset folder inject faults: ``fail_<stage>`` makes that stage
-raise WsisInputError, ``hold_<stage>`` parks it half-way (progress 0.5) until the file is removed.
+raise WsisInputError, ``hold_<stage>`` parks it half-way (progress 0.5) until the file is removed, and
+``spin_<stage>`` keeps it busy while the file exists, reporting progress that never moves (one step of a
+billion), like a stage configured with a million epochs.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def run_stage(stage: str, *, data: Path, run_dir: Path, round_number: int, confi
     if (Path(data) / f"fail_{stage}").exists():
         raise WsisInputError(f"{stage}: failure injected by the dataset folder")
     dataset = open_weak_dataset(data, config["train_split"])
+    _spin(Path(data) / f"spin_{stage}", on_progress)
     for done in range(1, len(dataset) + 1):
         if on_progress is not None:
             on_progress(done, len(dataset))
@@ -63,6 +66,14 @@ def stage_message(run_dir: Path, round_number: int, stage: str) -> str:
 def _hold(marker: Path) -> None:
     """Wait while ``marker`` exists (the test removes it to let the stage go on)."""
     while marker.exists():
+        time.sleep(HOLD_POLL_S)
+
+
+def _spin(marker: Path, on_progress) -> None:
+    """Report the first of a billion steps again and again while ``marker`` exists."""
+    while marker.exists():
+        if on_progress is not None:
+            on_progress(1, 10**9)
         time.sleep(HOLD_POLL_S)
 
 

@@ -137,7 +137,8 @@ def test_a_corrupt_image_fails_its_stage_readably_and_a_retry_resumes_there(live
     assert failed["status"] == "failed"
     assert by_stage(failed, "status") == {"cues": "succeeded", "mil": "failed", "pseudo_labels": "cancelled",
                                           "evaluate": "cancelled"}
-    assert by_stage(failed, "error")["mil"].startswith(f"{image.resolve()}: corrupt or unreadable image (")
+    shown = f"$WSIS_DATA_ROOT/{image.resolve().relative_to(settings.data_root)}"  # no server path in job errors
+    assert by_stage(failed, "error")["mil"].startswith(f"{shown}: corrupt or unreadable image (")
     assert (finished["id"], finished["status"]) == (failed["id"], "succeeded"), harness.log_tail(
         tmp_path / "worker.log")
     assert by_stage(finished, "attempts") == {"cues": 1, "mil": 2, "pseudo_labels": 1, "evaluate": 1}

@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from wsis_core.data.confine import inside, read_text_inside
 from wsis_core.data.types import ImageGroundTruth, ImageInfo, InstanceMask
 from wsis_core.errors import WsisInputError
 
@@ -37,9 +38,10 @@ def split_names(root: Path) -> list[str]:
 class CocoInstances:
     """A parsed, validated COCO instances file. Holds annotations only for the ground-truth view."""
 
-    def __init__(self, path: Path, classes: list[str] | None = None):
-        self.path = path
-        data = self._load(path)
+    def __init__(self, root: Path, relative: Path | str, classes: list[str] | None = None):
+        self.path = root / relative
+        data = self._load(root, relative)
+        path = self.path
         categories = data["categories"]
         if not all(isinstance(c, dict) and isinstance(c.get("id"), int) and isinstance(c.get("name"), str) for c in categories):
             raise WsisInputError(f"{path}: every category needs an integer 'id' and a 'name'")
@@ -63,7 +65,7 @@ class CocoInstances:
             self._by_file_name[PurePosixPath(record["file_name"]).as_posix()] = record
         for position, ann in enumerate(data["annotations"]):
             if not isinstance(ann, dict):
-                raise WsisInputError(f"{path}: annotation {position} is not an object")
+                raise WsisInputError(f"{path}: annotations[{position}] is not an object")
             if ann.get("image_id") not in self._by_source_id:
                 raise WsisInputError(f"{path}: annotation {ann.get('id', position)} has unknown image_id")
             if ann.get("category_id") not in self._class_index:
@@ -72,34 +74,31 @@ class CocoInstances:
         self.carries_masks = any("segmentation" in ann for ann in data["annotations"])
 
     @staticmethod
-    def _load(path: Path) -> dict:
+    def _load(root: Path, relative: Path | str) -> dict:
+        path = root / relative
+        text = read_text_inside(root, relative, "instances file", max_bytes=None)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise WsisInputError(f"{path}: instances file not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
             raise WsisInputError(f"{path}: not valid JSON ({exc})") from None
         if not isinstance(data, dict):
             raise WsisInputError(f"{path}: not a COCO instances file (not an object)")
         for key in ("images", "categories"):
             if not isinstance(data.get(key), list):
-                raise WsisInputError(f"{path}: not a COCO instances file ('{key}' must be a list)")
+                raise WsisInputError(f"{path}: not a COCO instances file ({key} is not a list)")
         if not isinstance(data.setdefault("annotations", []), list):
-            raise WsisInputError(f"{path}: not a COCO instances file ('annotations' must be a list)")
+            raise WsisInputError(f"{path}: not a COCO instances file (annotations is not a list)")
         return data
 
     def _check_record(self, record, position: int) -> None:
-        where = f"{self.path}: image {position}"
+        where = f"{self.path}: images[{position}]"
         if not isinstance(record, dict):
             raise WsisInputError(f"{where} is not an object")
         for key, kind in (("id", int), ("file_name", str), ("width", int), ("height", int)):
             if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
-                raise WsisInputError(f"{where} lacks an {kind.__name__} '{key}'")
+                raise WsisInputError(f"{where} has no {kind.__name__} {key!r}")
         if record["id"] in self._by_source_id:
-            raise WsisInputError(f"{where} repeats image id {record['id']}")
-        name = PurePosixPath(record["file_name"].replace("\\", "/"))
-        if name.is_absolute() or ".." in name.parts:
-            raise WsisInputError(f"{where}: file_name {record['file_name']!r} must be relative to the image folder")
+            raise WsisInputError(f"{where}: duplicate image id {record['id']}")
 
     def labels(self, record: dict) -> tuple[int, ...]:
         """Image-level labels: the classes of the image's annotations (with or without masks)."""
@@ -135,17 +134,17 @@ class CocoSplit:
     """One split of a COCO layout: its instances file and its image folder."""
 
     def __init__(self, root: Path, split: str):
-        self.instances = CocoInstances(instances_path(root, split))
+        self.instances = CocoInstances(root, instances_path(root, split).relative_to(root))
         if not self.instances.records:
             raise WsisInputError(f"{self.instances.path}: split '{split}' has no images")
         self.classes = self.instances.classes
-        self.image_folder = root / split
+        self.root, self.split = root, split
 
     def images(self) -> list[ImageInfo]:
         """The weak view: files, sizes and image-level labels (the categories present)."""
         return [
-            ImageInfo(image_id, r["file_name"], self.image_folder / r["file_name"], r["width"], r["height"],
-                      self.instances.labels(r))
+            ImageInfo(image_id, r["file_name"], inside(self.root, Path(self.split) / r["file_name"], "image"),
+                      r["width"], r["height"], self.instances.labels(r))
             for image_id, r in enumerate(self.instances.records, start=1)
         ]
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from wsis_core.data.images import open_image
 from wsis_core.errors import WsisInputError
 
 
@@ -50,15 +51,9 @@ def save_label_png(path: str | Path, labels: np.ndarray) -> None:
 
 def read_label_png(path: str | Path) -> np.ndarray:
     """The [H, W] uint8 indices of a palette PNG; an unreadable or non-palette file raises WsisInputError."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            mode = image.mode
-            labels = np.array(image) if mode == "P" else None
-    except FileNotFoundError:
-        raise WsisInputError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise WsisInputError(f"{path}: cannot read the image ({exc})") from None
+    with open_image(Path(path), missing="file not found") as image:
+        image.load()
+        labels = np.array(image) if image.mode == "P" else None
     if labels is None:
         raise WsisInputError(f"{path}: not a palette PNG")
     return labels

@@ -20,6 +20,7 @@ from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 from wsis_core.data import coco
+from wsis_core.data.confine import inside, read_text_inside
 from wsis_core.data.images import image_size
 from wsis_core.data.types import ImageGroundTruth, ImageInfo
 from wsis_core.errors import WsisInputError
@@ -46,12 +47,7 @@ class Row:
 
 def _read_rows(root: Path) -> list[Row]:
     path = root / LABELS_FILE
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise WsisInputError(f"{path}: not UTF-8 text") from None
-    except OSError as exc:
-        raise WsisInputError(f"{path}: unreadable ({exc.strerror})") from None
+    text = read_text_inside(root, LABELS_FILE, "labels file").removeprefix("\ufeff")  # a BOM from spreadsheet exports
     reader = csv.reader(text.splitlines())
     header = [cell.strip().lower() for cell in next(reader, [])]
     if header not in (["image", "labels"], ["image", "labels", "split"]):
@@ -95,10 +91,7 @@ def _read_classes(root: Path, rows: list[Row]) -> list[str]:
         if not names:
             raise WsisInputError(f"{root / LABELS_FILE}: no image has a label (and there is no classes.txt)")
         return names
-    try:
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except UnicodeDecodeError:
-        raise WsisInputError(f"{path}: not UTF-8 text") from None
+    names = [line.strip() for line in read_text_inside(root, CLASSES_FILE, "class list").splitlines() if line.strip()]
     if not names:
         raise WsisInputError(f"{path}: no class names")
     if len(set(names)) != len(names):
@@ -129,12 +122,12 @@ class TaggedFolder:
         if not rows:
             raise WsisInputError(f"{self.root / LABELS_FILE}: split '{split}' has no images (splits: {', '.join(self.splits)})")
         index = {name: i + 1 for i, name in enumerate(self.classes)}
-        folder = (self.root / IMAGES_FOLDER).resolve()
         infos = []
         for image_id, row in enumerate(rows, start=1):
-            path = (folder / row.image).resolve()
-            if not path.is_relative_to(folder):
-                raise WsisInputError(f"{self.root / LABELS_FILE} row {row.line}: {row.image}: leaves images/")
+            try:
+                path = inside(self.root / IMAGES_FOLDER, row.image, "image")
+            except WsisInputError as exc:
+                raise WsisInputError(f"{self.root / LABELS_FILE} row {row.line}: {exc}") from None
             if not path.is_file():
                 raise WsisInputError(f"{self.root / LABELS_FILE} row {row.line}: images/{row.image}: image not found")
             width, height = image_size(path)
@@ -148,7 +141,7 @@ class TaggedFolder:
         path = self.root / GROUND_TRUTH_FILE
         if not path.exists():
             return None
-        return coco.CocoInstances(path, self.classes)
+        return coco.CocoInstances(self.root, GROUND_TRUTH_FILE, self.classes)
 
     def has_ground_truth(self, info: ImageInfo) -> bool:
         return self.ground_truth is not None and self.ground_truth.has_masks(self.ground_truth.record_for(info.file_name))

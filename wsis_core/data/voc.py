@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wsis_core.data.confine import inside, read_text_inside
 from wsis_core.data.images import image_size
 from wsis_core.data.palette import read_label_png
 from wsis_core.data.types import VOID, ImageGroundTruth, ImageInfo, InstanceMask
@@ -31,9 +32,9 @@ def is_voc_layout(root: Path) -> bool:
 def read_classes(root: Path) -> list[str]:
     """Class names from ``classes.txt`` (index = line number from 1), else the VOC classes."""
     path = root / "classes.txt"
-    if not path.exists():
+    if not (path.exists() or path.is_symlink()):
         return list(VOC_CLASSES)
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    names = [line.strip() for line in read_text_inside(root, "classes.txt", "class list").splitlines() if line.strip()]
     if not names:
         raise WsisInputError(f"{path}: no class names")
     if len(set(names)) != len(names):
@@ -48,11 +49,12 @@ def split_names(root: Path) -> list[str]:
 
 def read_split(root: Path, split: str) -> list[str]:
     """Image ids of a split, in list-file order (their positions give the image ids 1..N)."""
-    candidates = [root / "ImageSets" / sub / f"{split}.txt" for sub in ("Segmentation", "Main")]
-    path = next((p for p in candidates if p.is_file()), None)
-    if path is None:
-        raise WsisInputError(f"{candidates[0]}: split list not found (also looked in ImageSets/Main)")
-    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    candidates = [f"ImageSets/{sub}/{split}.txt" for sub in ("Segmentation", "Main")]
+    name = next((c for c in candidates if (root / c).exists() or (root / c).is_symlink()), None)
+    if name is None:
+        raise WsisInputError(f"{root / candidates[0]}: split list not found (also looked in ImageSets/Main)")
+    path = root / name
+    ids = [line.split()[0] for line in read_text_inside(root, name, "split list").splitlines() if line.strip()]
     if not ids:
         raise WsisInputError(f"{path}: split '{split}' is empty")
     return ids
@@ -69,6 +71,8 @@ def read_image_labels(xml_path: Path, classes: list[str]) -> tuple[int, ...]:
         raise WsisInputError(f"{xml_path}: annotation file not found") from None
     except ET.ParseError as exc:
         raise WsisInputError(f"{xml_path}: not valid XML ({exc})") from None
+    except OSError as exc:
+        raise WsisInputError(f"{xml_path}: annotation file cannot be read ({type(exc).__name__})") from None
     index = {name: i + 1 for i, name in enumerate(classes)}
     labels = set()
     for obj in root.iter("object"):
@@ -83,10 +87,10 @@ def read_images(root: Path, split: str, classes: list[str]) -> list[ImageInfo]:
     """The weak view of a split: image files, sizes and image-level labels."""
     images = []
     for image_id, name in enumerate(read_split(root, split), start=1):
-        path = root / "JPEGImages" / f"{name}.jpg"
+        path = inside(root, Path("JPEGImages") / f"{name}.jpg", "image")  # an absolute name stays absolute
         width, height = image_size(path)
-        labels = read_image_labels(root / "Annotations" / f"{name}.xml", classes)
-        images.append(ImageInfo(image_id, path.name, path, width, height, labels))
+        labels = read_image_labels(inside(root, Path("Annotations") / f"{name}.xml", "annotation"), classes)
+        images.append(ImageInfo(image_id, Path(f"{name}.jpg").name, path, width, height, labels))
     return images
 
 
@@ -99,8 +103,8 @@ def has_ground_truth(root: Path, info: ImageInfo) -> bool:
 def read_ground_truth(root: Path, info: ImageInfo) -> ImageGroundTruth:
     """Instances and void pixels of one image from its SegmentationObject/SegmentationClass PNGs."""
     stem = Path(info.file_name).stem
-    objects = read_label_png(root / "SegmentationObject" / f"{stem}.png")
-    semantic = read_label_png(root / "SegmentationClass" / f"{stem}.png")
+    objects = read_label_png(inside(root, Path("SegmentationObject") / f"{stem}.png", "instance mask"))
+    semantic = read_label_png(inside(root, Path("SegmentationClass") / f"{stem}.png", "class mask"))
     if objects.shape != semantic.shape or objects.shape != (info.height, info.width):
         raise WsisInputError(
             f"{root / 'SegmentationObject' / (stem + '.png')}: size {objects.shape[::-1]} "

@@ -14,15 +14,16 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from services.api import uploads
-from services.api.deps import Mutating, PathId, SessionDep, SettingsDep, error_responses, get_or_404
+from services.api.deps import Mutating, PageDep, PathId, SessionDep, SettingsDep, error_responses, get_or_404
 from services.api.models import Dataset
-from services.api.paths import OutsideRootError, relative_inside, resolve_inside
+from services.api.paths import OutsideRootError, UnresolvablePathError, relative_inside, resolve_inside
 from services.api.schemas import UPLOAD_NAME_PATTERN, DatasetCreate, DatasetOut
 from services.api.settings import Settings
 from wsis_core.data.dataset import dataset_splits, summarize_split
 from wsis_core.errors import WsisInputError
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
+MAX_PATH_CHARS = 1000  # the column's width (Dataset.path)
 
 DEFAULT_VAL_SPLIT = "val"
 UPLOADS_FOLDER = "uploads"
@@ -45,13 +46,15 @@ def _inspect(root: Path, train_split: str, val_split: str, val_named: bool) -> t
 def register(session: Session, settings: Settings, name: str, root: Path, train_split: str, val_split: str,
              val_named: bool) -> Dataset:
     """Validate the folder ``root`` and add its Dataset row (400 unreadable, 409 name taken)."""
+    relative = relative_inside(settings.data_root, root)
+    if len(relative) > MAX_PATH_CHARS:
+        raise HTTPException(400, f"path {relative!r} resolves to more than {MAX_PATH_CHARS} characters")
     try:
         stored_val, report, classes = _inspect(root, train_split, val_split, val_named)
     except (WsisInputError, OSError) as exc:
-        message = str(exc).replace(str(settings.data_root), "$WSIS_DATA_ROOT")
-        raise HTTPException(400, f"not a usable dataset: {message}") from None
+        raise HTTPException(400, f"not a usable dataset: {settings.masked(str(exc))}") from None
     dataset = Dataset(
-        name=name, path=relative_inside(settings.data_root, root), train_split=train_split, val_split=stored_val,
+        name=name, path=relative, train_split=train_split, val_split=stored_val,
         classes=classes, num_train_images=report["train"]["images"],
         num_val_images=report["val"]["images"] if report["val"] else 0, ground_truth=report,
     )
@@ -72,6 +75,8 @@ def create_dataset(body: DatasetCreate, session: SessionDep, settings: SettingsD
     Without an explicit ``val_split``, a dataset with no split ``val`` registers without one (no evaluation)."""
     try:
         root = resolve_inside(settings.data_root, body.path)
+    except UnresolvablePathError:
+        raise HTTPException(400, f"path {body.path!r} cannot be resolved (a symlink loop?)") from None
     except OutsideRootError:
         raise HTTPException(400, f"path {body.path!r} is outside WSIS_DATA_ROOT") from None
     return register(session, settings, body.name, root, body.train_split, body.val_split,
@@ -132,7 +137,7 @@ async def upload_dataset(request: Request, session: SessionDep, settings: Settin
     except uploads.UploadTooLarge as exc:
         raise HTTPException(413, str(exc)) from None
     except WsisInputError as exc:
-        message = str(exc).replace(str(incoming), "<archive>").replace(str(settings.data_root), "$WSIS_DATA_ROOT")
+        message = settings.masked(str(exc).replace(str(incoming), "<archive>"))
         raise HTTPException(400, f"not a usable dataset upload: {message}") from None
     finally:
         uploads.remove(archive)
@@ -143,9 +148,10 @@ def _is_upload_name(name: str) -> bool:
     return re.fullmatch(UPLOAD_NAME_PATTERN, name) is not None
 
 
-@router.get("", response_model=list[DatasetOut])
-def list_datasets(session: SessionDep) -> list[Dataset]:
-    return list(session.scalars(select(Dataset).order_by(Dataset.id)))
+@router.get("", response_model=list[DatasetOut], responses=error_responses())
+def list_datasets(session: SessionDep, page: PageDep) -> list[Dataset]:
+    """Datasets by id, ``limit`` (default 50) from ``offset``."""
+    return list(session.scalars(page.apply(select(Dataset).order_by(Dataset.id))))
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut, responses=error_responses(404))

@@ -10,28 +10,39 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from services.api.deps import Mutating, PathId, SessionDep, error_responses, get_or_404, read_in_thread
-from services.api.models import ACTIVE_STATUSES, FAILED, SUCCEEDED, Dataset, Job, Metric, Round, Run
+from services.api.deps import Mutating, PageDep, PathId, SessionDep, SettingsDep, error_responses, get_or_404, read_in_thread
+from services.api.models import ACTIVE_STATUSES, FAILED, SUCCEEDED, Dataset, Metric, Round, Run
 from services.api.schemas import RoundMetrics, RoundOut, RunCreate, RunOut
+from services.api.paths import weights_file
 from services.workers import dispatch, jobs
+from wsis_core.errors import WsisInputError
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 log = logging.getLogger(__name__)
 
 
 @router.post("", status_code=201, response_model=RunOut, dependencies=Mutating, responses=error_responses(400, 401, 404))
-def create_run(body: RunCreate, session: SessionDep) -> Run:
+def create_run(body: RunCreate, session: SessionDep, settings: SettingsDep) -> Run:
+    """Create a run; 400 if its ``backbone_weights`` is no file inside WSIS_WEIGHTS_ROOT."""
     get_or_404(session, Dataset, body.dataset_id)
+    weights = body.config.overrides.get("backbone_weights")
+    if weights is not None:
+        try:
+            weights_file(settings, weights)
+        except WsisInputError as exc:
+            raise HTTPException(400, str(exc)) from None
     run = Run(dataset_id=body.dataset_id, config=body.config.model_dump())
     session.add(run)
     session.commit()
     return run
 
 
-@router.get("", response_model=list[RunOut])
-async def list_runs(request: Request) -> list[RunOut]:
+@router.get("", response_model=list[RunOut], responses=error_responses())
+async def list_runs(request: Request, page: PageDep) -> list[RunOut]:
+    """Runs by id, ``limit`` (default 50) from ``offset``."""
+
     def read(session: Session) -> list[RunOut]:
-        runs = session.scalars(select(Run).options(selectinload(Run.rounds)).order_by(Run.id))
+        runs = session.scalars(page.apply(select(Run).options(selectinload(Run.rounds)).order_by(Run.id)))
         return [RunOut.model_validate(run) for run in runs]
 
     return await read_in_thread(request, read)
@@ -52,33 +63,34 @@ async def get_run(run_id: PathId, request: Request) -> RunOut:
 def launch_round(run_id: PathId, session: SessionDep) -> Round:
     """Queue the next round (or, after a failed or cancelled round, that round's unfinished jobs again).
 
-    409 while a round of the run is queued or running; 503 if the broker cannot be reached.
+    409 while a round of the run is queued or running (also to all but one of concurrent launches);
+    503 if the broker cannot be reached.
     """
-    run = get_or_404(session, Run, run_id, lock=True)  # concurrent launches of one run wait for each other
-    latest = run.rounds[-1] if run.rounds else None
+    run = get_or_404(session, Run, run_id, lock=True)  # PostgreSQL: concurrent launches of one run wait in line
+    latest = session.scalar(select(Round).where(Round.run_id == run_id).order_by(Round.number.desc()).limit(1))
     if latest is not None and latest.status in ACTIVE_STATUSES:
         raise HTTPException(409, f"round {latest.number} of run {run_id} is still {latest.status}")
     if latest is not None and latest.status != SUCCEEDED:
-        round_, pending = latest, jobs.requeue(session, latest)
+        if not jobs.requeue(session, latest.id):  # a concurrent retry won the conditional UPDATE
+            raise HTTPException(409, f"round {latest.number} of run {run_id} is already being retried")
+        round_id = latest.id
     else:
-        round_ = Round(run=run, number=latest.number + 1 if latest else 1)
-        plan = dispatch.stage_plan(run.config["supervision"])
-        round_.jobs = [Job(stage=stage, position=i, queue=queue) for i, (stage, queue) in enumerate(plan)]
-        session.add(round_)
-        pending = round_.jobs
+        round_id = jobs.new_round(session, run, dispatch.stage_plan(run.config["supervision"])).id
     try:
         session.commit()
     except IntegrityError:  # a concurrent request created the same round first
         raise HTTPException(409, f"a round of run {run_id} is already being launched") from None
     try:
-        dispatch.enqueue(pending)
+        dispatch.enqueue(jobs.queued_jobs(session, round_id))
     except (BrokerError, OSError) as exc:
-        log.exception("cannot enqueue round %s", round_.id)
-        jobs.stop_round(session, round_.id, FAILED, f"not run: broker unreachable ({type(exc).__name__})")
+        log.exception("cannot enqueue round %s", round_id)
+        jobs.stop_round(session, round_id, FAILED, f"not run: broker unreachable ({type(exc).__name__})")
         session.commit()
         raise HTTPException(503, f"the task broker is unreachable ({type(exc).__name__}); try again") from None
+    jobs.mark_dispatched(session, round_id)
+    session.commit()
     session.expire_all()
-    return round_
+    return session.get(Round, round_id)
 
 
 @router.get("/{run_id}/metrics", response_model=list[RoundMetrics], responses=error_responses(404))

@@ -16,6 +16,7 @@ const ROUTES = {
   cancelJob: "/api/jobs/{job_id}/cancel",
 };
 const POLL_MS = 2000;
+const LIST_LIMIT = 500; // the API's largest page of datasets and runs
 const ACTIVE = new Set(["queued", "running"]);
 const CHART_METRICS = ["mAP_r@0.25", "mAP_r@0.5", "mAP_b@0.5"];
 const TOKEN_KEY = "wsis.apiToken";
@@ -138,7 +139,8 @@ async function poll() {
   inFlight = true;
   clearTimeout(timer);
   try {
-    const [datasets, runs] = await Promise.all([api("GET", ROUTES.datasets), api("GET", ROUTES.runs)]);
+    const [datasets, runs] = await Promise.all(
+      [api("GET", `${ROUTES.datasets}?limit=${LIST_LIMIT}`), api("GET", `${ROUTES.runs}?limit=${LIST_LIMIT}`)]);
     state.datasets = datasets;
     state.runs = runs;
     await Promise.all([
