@@ -50,7 +50,8 @@ def test_the_profile_is_an_enum_in_the_openapi_schema(client):
 
 
 def test_the_run_and_dataset_lists_are_paginated(client):
-    ids = [client.post("/api/runs", json={"dataset_id": 1, "config": {"seed": seed}}).json()["id"] for seed in range(55)]
+    ids = [client.post("/api/runs", json={"dataset_id": 1, "config": {"seed": seed}}).json()["id"]
+           for seed in range(55)]
     assert [run["id"] for run in client.get("/api/runs").json()] == ids[:50]  # default limit 50
     assert [run["id"] for run in client.get("/api/runs?limit=3&offset=52").json()] == ids[52:]
     assert client.get("/api/runs?limit=0").status_code == 422

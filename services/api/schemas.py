@@ -138,6 +138,7 @@ class ArtifactOut(Out):
     size: int
     sha256: str
     created_at: datetime
+    missing: bool = Field(False, description="the file or folder is gone from the store (the next launch rebuilds it)")
 
 
 class ErrorOut(BaseModel):

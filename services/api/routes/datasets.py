@@ -6,7 +6,9 @@ from fastapi import APIRouter, HTTPException
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from services.api.deps import Mutating, PageDep, PathId, SessionDep, SettingsDep, error_responses, get_or_404
+from services.api.deps import (
+    GUARDED, Mutating, PageDep, PathId, SessionDep, SettingsDep, error_responses, get_or_404,
+)
 from services.api.models import Dataset
 from services.api.paths import OutsideRootError, UnresolvablePathError, relative_inside, resolve_inside
 from services.api.schemas import DatasetCreate, DatasetOut
@@ -19,7 +21,7 @@ MAX_PATH_CHARS = 1000  # the column's width (Dataset.path)
 
 @router.post(
     "", status_code=201, response_model=DatasetOut, dependencies=Mutating,
-    responses=error_responses(400, 401, 409),
+    responses=error_responses(400, *GUARDED, 409),
 )
 def create_dataset(body: DatasetCreate, session: SessionDep, settings: SettingsDep) -> Dataset:
     """Register a dataset; 400 if its path leaves WSIS_DATA_ROOT or the folder is not a readable dataset."""
@@ -50,7 +52,7 @@ def create_dataset(body: DatasetCreate, session: SessionDep, settings: SettingsD
     return dataset
 
 
-@router.get("", response_model=list[DatasetOut])
+@router.get("", response_model=list[DatasetOut], responses=error_responses())
 def list_datasets(session: SessionDep, page: PageDep) -> list[Dataset]:
     """Datasets by id, ``limit`` (default 50) from ``offset``."""
     return list(session.scalars(page.apply(select(Dataset).order_by(Dataset.id))))
