@@ -103,7 +103,8 @@ def test_a_folder_that_is_no_dataset_is_400_without_server_paths(client, setting
 @pytest.mark.parametrize(
     ("method", "url", "body", "expected"),
     [
-        ("post", "/api/runs", {"dataset_id": 1, "config": {"profile": "huge"}}, "body.config.profile: Input should be 'tiny' or 'paper'"),
+        ("post", "/api/runs", {"dataset_id": 1, "config": {"profile": "huge"}},
+         "body.config.profile: Input should be 'tiny' or 'paper'"),
         ("post", "/api/runs", {"dataset_id": 1, "config": {"overrides": {"cls_epochs": -1}}}, "cls_epochs"),
         ("post", "/api/runs", {"dataset_id": 1, "config": {"sed": 3}}, "body.config.sed: Extra inputs"),
         ("post", "/api/runs", {"dataset_id": 1, "config": {"overrides": {"seed": 3}}}, "not in overrides"),

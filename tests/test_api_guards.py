@@ -52,7 +52,8 @@ def test_a_chunked_body_over_the_limit_is_413(client):
 
 def test_the_token_is_checked_before_the_body(client):
     for headers in ({}, {"Authorization": "Bearer wrong"}):
-        response = client.post("/api/runs", content=big_body(200), headers={**headers, "Content-Type": "application/json"})
+        response = client.post("/api/runs", content=big_body(200),
+                               headers={**headers, "Content-Type": "application/json"})
         assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
 
 

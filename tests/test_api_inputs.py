@@ -50,10 +50,18 @@ def test_the_profile_is_an_enum_in_the_openapi_schema(client):
 
 
 def test_the_run_and_dataset_lists_are_paginated(client):
-    ids = [client.post("/api/runs", json={"dataset_id": 1, "config": {"seed": seed}}).json()["id"] for seed in range(55)]
+    ids = [client.post("/api/runs", json={"dataset_id": 1, "config": {"seed": seed}}).json()["id"]
+           for seed in range(55)]
     assert [run["id"] for run in client.get("/api/runs").json()] == ids[:50]  # default limit 50
     assert [run["id"] for run in client.get("/api/runs?limit=3&offset=52").json()] == ids[52:]
     assert client.get("/api/runs?limit=0").status_code == 422
     assert client.get("/api/runs?limit=100000").status_code == 422
     assert len(client.get("/api/datasets?limit=1").json()) == 1
     assert client.get("/api/datasets?offset=1").json() == []
+
+
+def test_integral_numbers_are_integers_and_405_lists_every_method(client):
+    assert client.post("/api/runs", json={"dataset_id": 1.0, "config": {"seed": 212.0}}).json()["config"]["seed"] == 212
+    assert client.post("/api/runs", json={"dataset_id": 1, "config": {"seed": 2.5}}).status_code == 422
+    response = client.options("/api/datasets")
+    assert response.status_code == 405 and set(response.headers["allow"].split(", ")) == {"GET", "POST"}

@@ -138,7 +138,10 @@ def marker_name(stage: str) -> str:
 
 
 def stage_done(work: WorkDir, stage: str) -> bool:
-    return work.path(marker_name(stage)).exists()
+    """The stage finished and every artifact it reported is still there (a deleted one makes it run again)."""
+    if not work.path(marker_name(stage)).exists():
+        return False
+    return all(work.path(name).exists() for name in work.read_json(marker_name(stage))["artifacts"].values())
 
 
 def run_stage_in(ctx: RoundContext, stage: str, on_progress: Progress = None) -> dict[str, Path]:

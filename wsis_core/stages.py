@@ -64,7 +64,8 @@ def _coco_file(ctx: RoundContext, annotations: list[dict]) -> dict:
 def _classifier(ctx: RoundContext):
     """Round 1's trained classifier: its backbone initialises the other branches (shared layers)."""
     checkpoint = load_checkpoint(ctx.first().require(CLASSIFIER))
-    model = build_classifier(dataclasses.replace(ctx.profile, backbone_weights=None, backbone_weights_sha256=None), len(ctx.config.classes))
+    unloaded = dataclasses.replace(ctx.profile, backbone_weights=None, backbone_weights_sha256=None)
+    model = build_classifier(unloaded, len(ctx.config.classes))
     model.load_state_dict(checkpoint.state_dict)
     return model
 

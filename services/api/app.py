@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from services.api.db import sessionmaker_for
 from services.api.guards import RequestGuard
@@ -22,6 +25,7 @@ from services.workers.celery_app import app as celery_app
 from services.workers.celery_app import configure
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 MAX_ERRORS, MAX_ERROR_CHARS = 20, 200  # a 422 lists at most this many errors, each cut to this length
 
 
@@ -36,6 +40,13 @@ def _readable(exc: RequestValidationError) -> JSONResponse:
     if len(all_errors) > MAX_ERRORS:
         detail += f" (and {len(all_errors) - MAX_ERRORS} more)"
     return JSONResponse(status_code=422, content={"detail": detail, "errors": errors})
+
+
+def _methods_of(app: FastAPI, path: str) -> list[str]:
+    """Every method some route of ``path`` answers (for the ``Allow`` header of a 405)."""
+    return [method for method in HTTP_METHODS if any(
+        route.matches({"type": "http", "path": path, "method": method, "root_path": ""})[0] is Match.FULL
+        for route in app.router.routes)]
 
 
 @asynccontextmanager
@@ -80,6 +91,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def status_page() -> FileResponse:
         """The status page (``static/index.html``); it polls the JSON API (not part of OpenAPI)."""
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:  # Starlette names the methods of the first route of the path only
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(_methods_of(app, request.url.path))}
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

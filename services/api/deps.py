@@ -20,9 +20,12 @@ _bearer = HTTPBearer(auto_error=False, description="WSIS_API_TOKEN, required by 
 
 
 ERROR_DESCRIPTIONS = {
-    400: "Bad request (or a body that cannot be parsed)", 401: "Missing or wrong bearer token", 404: "Not found", 409: "Conflict",
-    413: "Upload too large (WSIS_MAX_UPLOAD_MB)", 503: "Service unavailable",
+    400: "Bad request (or a body that cannot be parsed)", 401: "Missing or wrong bearer token",
+    403: "Cross-site request (Origin is not this host)", 404: "Not found", 409: "Conflict",
+    413: "Request body larger than WSIS_MAX_JSON_KB (an upload: WSIS_MAX_UPLOAD_MB)", 415: "Content-Type is not application/json",
+    503: "Service unavailable",
 }
+GUARDED = (401, 403, 413, 415)  # answers of the request guards to any write (services/api/guards.py)
 
 
 def error_responses(*codes: int, validation: bool = True) -> dict[int | str, dict[str, Any]]:
@@ -61,7 +64,7 @@ async def read_in_thread(request: Request, read: Callable[[Session], T]) -> T:
         with request.app.state.sessionmaker() as session:
             return read(session)
 
-    key = (request.url.path, request.url.query, request.headers.get("if-none-match"))
+    key = (request.method, request.url.path, request.url.query, request.headers.get("if-none-match"))
     return await request.app.state.read_cache.get(key, lambda: run_in_threadpool(run))
 
 

@@ -5,13 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from wsis_core.errors import WsisInputError
 from wsis_core.profiles import PROFILES, get_profile
 
 MAX_ID = 2**31 - 1  # ids are 32-bit integers in PostgreSQL
-Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+def _integral_number(value: Any) -> Any:
+    """``3.0`` is the integer 3 (as in JSON Schema); strict validation still refuses booleans and strings."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Integer = Annotated[int, BeforeValidator(_integral_number)]
+Id = Annotated[Integer, Field(ge=1, le=MAX_ID)]
 NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f]+$"
 Name = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS)
@@ -82,7 +90,7 @@ class RunConfig(Body):
     supervision: Literal["weak", "full"] = "weak"
     ccgr: bool = True
     box_source: Literal["mil", "seg"] = "mil"
-    seed: int = Field(0, ge=0, le=MAX_ID)
+    seed: Integer = Field(0, ge=0, le=MAX_ID)
 
     @model_validator(mode="after")
     def _known_profile(self) -> RunConfig:
@@ -153,6 +161,7 @@ class ArtifactOut(Out):
     size: int
     sha256: str
     created_at: datetime
+    missing: bool = Field(False, description="the file or folder is gone from the store (the next launch rebuilds it)")
 
 
 class ErrorOut(BaseModel):

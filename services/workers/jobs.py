@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -27,6 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
 from services.api.db import session_scope
+from services.api.paths import OutsideRootError, resolve_inside
 from services.api.models import (
     ACTIVE_STATUSES,
     CANCELLED,
@@ -79,9 +81,12 @@ def start(session: Session, job_id: int, task_id: str | None, message: str, leas
     neither runs a stage whose predecessor failed, was cancelled or has not run yet.
     """
     now = utcnow()
-    earlier = aliased(Job)
-    predecessors_done = ~exists().where(
-        earlier.round_id == Job.round_id, earlier.position < Job.position, earlier.status != SUCCEEDED
+    this_round, other_round, earlier = aliased(Round), aliased(Round), aliased(Job)
+    predecessors_done = ~exists().where(  # no earlier job of the round, nor any job of an earlier round, unfinished
+        this_round.id == Job.round_id, other_round.run_id == this_round.run_id, earlier.round_id == other_round.id,
+        or_(other_round.number < this_round.number,
+            and_(other_round.id == this_round.id, earlier.position < Job.position)),
+        earlier.status != SUCCEEDED,
     )
     lost = and_(Job.status == RUNNING, _lapsed(now, lease_s), Job.lost_attempts + 1 < max_attempts)
     claimed = session.execute(
@@ -130,7 +135,8 @@ def recover_lost(session: Session, lease_s: float, max_attempts: int = DEFAULT_M
                      "memory or its machine gone); see WSIS_MAX_ATTEMPTS")
             failed = session.execute(
                 update(Job).where(*still_lost)
-                .values(status=FAILED, error=error, message="failed", finished_at=now, lost_attempts=Job.lost_attempts + 1)
+                .values(status=FAILED, error=error, message="failed", finished_at=now,
+                        lost_attempts=Job.lost_attempts + 1)
             ).rowcount
             if failed:
                 stop_round(session, job.round_id, FAILED, f"not run: stage {job.stage} failed")
@@ -186,10 +192,52 @@ def claim_dispatch(session: Session, round_id: int, older_than_s: float) -> list
 
 
 def queued_jobs(session: Session, round_id: int) -> list[Job]:
-    """The round's queued jobs in stage order: the chain that carries the round on."""
+    """The queued jobs of the round and of the run's later rounds, in order: the chain that carries them on
+    (a round rebuilding a lost artifact goes before the later round that needs it)."""
+    round_ = session.get(Round, round_id)
     return list(session.scalars(
-        select(Job).where(Job.round_id == round_id, Job.status == QUEUED).order_by(Job.position)
+        select(Job).join(Round, Round.id == Job.round_id)
+        .where(Round.run_id == round_.run_id, Round.number >= round_.number, Job.status == QUEUED)
+        .order_by(Round.number, Job.position)
     ))
+
+
+def requeue_lost_artifacts(session: Session, run_id: int, artifact_root: Path) -> list[int] | None:
+    """Queue again, in the run's succeeded rounds, every job whose artifact is gone from the store and the jobs
+    after it (their stages run again where their outputs are missing); returns the ids of those rounds in order,
+    or None if a concurrent launch requeued one first."""
+    missing_stages: dict[int, set[str]] = {}
+    rows = session.execute(
+        select(Artifact.round_id, Artifact.stage, Artifact.path).join(Round, Round.id == Artifact.round_id)
+        .where(Round.run_id == run_id, Round.status == SUCCEEDED)
+    )
+    for round_id, stage, path in rows:
+        if not artifact_exists(artifact_root, path):
+            missing_stages.setdefault(round_id, set()).add(stage)
+    rebuilt = []
+    for round_id in sorted(missing_stages, key=lambda id_: session.get(Round, id_).number):
+        first = session.scalar(select(func.min(Job.position))
+                               .where(Job.round_id == round_id, Job.stage.in_(missing_stages[round_id])))
+        if first is None:
+            continue
+        if not session.execute(update(Round).where(Round.id == round_id, Round.status == SUCCEEDED)
+                               .values(status=QUEUED, finished_at=None, undispatched_since=utcnow())).rowcount:
+            return None
+        session.execute(
+            update(Job).where(Job.round_id == round_id, Job.position >= first)
+            .values(status=QUEUED, progress=0.0, message="queued again: an artifact is missing from the store",
+                    error=None, started_at=None, finished_at=None, heartbeat_at=None, lost_attempts=0)
+        )
+        rebuilt.append(round_id)
+    return rebuilt
+
+
+def artifact_exists(artifact_root: Path, relative: str) -> bool:
+    """The artifact's file or folder is in the store."""
+    try:
+        return resolve_inside(artifact_root, relative).exists()
+    except OutsideRootError:
+        return False
 
 
 def mark_dispatched(session: Session, round_id: int) -> None:

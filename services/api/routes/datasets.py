@@ -14,7 +14,9 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from services.api import uploads
-from services.api.deps import Mutating, PageDep, PathId, SessionDep, SettingsDep, error_responses, get_or_404
+from services.api.deps import (
+    GUARDED, Mutating, PageDep, PathId, SessionDep, SettingsDep, error_responses, get_or_404,
+)
 from services.api.models import Dataset
 from services.api.paths import OutsideRootError, UnresolvablePathError, relative_inside, resolve_inside
 from services.api.schemas import UPLOAD_NAME_PATTERN, DatasetCreate, DatasetOut
@@ -68,7 +70,7 @@ def register(session: Session, settings: Settings, name: str, root: Path, train_
 
 @router.post(
     "", status_code=201, response_model=DatasetOut, dependencies=Mutating,
-    responses=error_responses(400, 401, 409),
+    responses=error_responses(400, *GUARDED, 409),
 )
 def create_dataset(body: DatasetCreate, session: SessionDep, settings: SettingsDep) -> Dataset:
     """Register a dataset; 400 if its path leaves WSIS_DATA_ROOT or the folder is not a readable dataset.
@@ -85,7 +87,7 @@ def create_dataset(body: DatasetCreate, session: SessionDep, settings: SettingsD
 
 @router.post(
     "/upload", status_code=201, response_model=DatasetOut, dependencies=Mutating,
-    responses=error_responses(400, 401, 409, 413, validation=False),
+    responses=error_responses(400, *GUARDED, 409, validation=False),
     openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
         "type": "object", "required": ["name", "file"],
         "properties": {

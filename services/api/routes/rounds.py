@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from services.api.deps import Mutating, PathId, SessionDep, error_responses, get_or_404, read_in_thread
+from services.api.deps import GUARDED, Mutating, PathId, SessionDep, error_responses, get_or_404, read_in_thread
 from services.api.models import Artifact, Job, Round
 from services.api.paths import OutsideRootError, resolve_inside
 from services.api.schemas import ArtifactOut, JobOut, RoundOut
@@ -32,11 +32,16 @@ async def get_round(round_id: PathId, request: Request) -> RoundOut:
 
 @router.get("/rounds/{round_id}/artifacts", response_model=list[ArtifactOut], responses=error_responses(404))
 async def list_artifacts(round_id: PathId, request: Request) -> list[ArtifactOut]:
+    """The round's artifacts; ``missing`` marks those deleted from the store since."""
+    root = request.app.state.settings.artifact_root
+
     def read(session: Session) -> list[ArtifactOut]:
         artifacts = session.scalars(select(Artifact).where(Artifact.round_id == round_id).order_by(Artifact.id)).all()
         if not artifacts:
             get_or_404(session, Round, round_id)  # none yet, or no such round
-        return [ArtifactOut.model_validate(artifact) for artifact in artifacts]
+        return [ArtifactOut.model_validate(artifact).model_copy(
+                    update={"missing": not jobs.artifact_exists(root, artifact.path)})
+                for artifact in artifacts]
 
     return await read_in_thread(request, read)
 
@@ -53,11 +58,16 @@ async def list_artifacts(round_id: PathId, request: Request) -> list[ArtifactOut
 async def download_pseudo_labels(
     round_id: PathId, request: Request, if_none_match: str | None = Header(None)
 ) -> Response:
-    """The round's COCO pseudo labels as an attachment; ``ETag`` is the file's sha256."""
+    """The round's COCO pseudo labels as an attachment; ``ETag`` is the file's sha256 (``HEAD`` answers the
+    headers alone)."""
     settings = request.app.state.settings
     return await read_in_thread(
         request, lambda session: _pseudo_labels_response(session, settings, round_id, if_none_match)
     )
+
+
+router.add_api_route("/rounds/{round_id}/pseudo-labels", download_pseudo_labels, methods=["HEAD"],
+                     include_in_schema=False)
 
 
 def _pseudo_labels_response(session: Session, settings: Settings, round_id: int, if_none_match: str | None) -> Response:
@@ -83,7 +93,7 @@ def _pseudo_labels_response(session: Session, settings: Settings, round_id: int,
     if stat_result is None or not stat.S_ISREG(stat_result.st_mode):
         raise HTTPException(404, f"pseudo labels of round {round_id} are missing from the artifact store")
     etag = f'"{sha256}"'
-    if if_none_match is not None and etag in (tag.strip() for tag in if_none_match.split(",")):
+    if if_none_match is not None and {etag, "*"} & {tag.strip() for tag in if_none_match.split(",")}:
         return Response(status_code=304, headers={"ETag": etag})
     filename = f"run{run_id}_round{number}_pseudo_labels.json"
     if stat_result.st_size <= SMALL_FILE_BYTES:
@@ -94,7 +104,7 @@ def _pseudo_labels_response(session: Session, settings: Settings, round_id: int,
 
 
 @router.post(
-    "/jobs/{job_id}/cancel", response_model=JobOut, dependencies=Mutating, responses=error_responses(401, 404, 409)
+    "/jobs/{job_id}/cancel", response_model=JobOut, dependencies=Mutating, responses=error_responses(*GUARDED, 404, 409)
 )
 def cancel_job(job_id: PathId, session: SessionDep) -> Job:
     """Cancel a queued or running job; its round is cancelled and its later jobs never start. 409 if it ended."""

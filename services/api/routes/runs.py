@@ -10,7 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from services.api.deps import Mutating, PageDep, PathId, SessionDep, SettingsDep, error_responses, get_or_404, read_in_thread
+from services.api.deps import (
+    GUARDED, Mutating, PageDep, PathId, SessionDep, SettingsDep, error_responses, get_or_404, read_in_thread,
+)
 from services.api.models import ACTIVE_STATUSES, FAILED, SUCCEEDED, Dataset, Metric, Round, Run
 from services.api.schemas import RoundMetrics, RoundOut, RunCreate, RunOut
 from services.api.paths import weights_file
@@ -21,7 +23,9 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 log = logging.getLogger(__name__)
 
 
-@router.post("", status_code=201, response_model=RunOut, dependencies=Mutating, responses=error_responses(400, 401, 404))
+@router.post(
+    "", status_code=201, response_model=RunOut, dependencies=Mutating, responses=error_responses(400, *GUARDED, 404)
+)
 def create_run(body: RunCreate, session: SessionDep, settings: SettingsDep) -> Run:
     """Create a run; 400 if its ``backbone_weights`` is no file inside WSIS_WEIGHTS_ROOT."""
     get_or_404(session, Dataset, body.dataset_id)
@@ -58,36 +62,47 @@ async def get_run(run_id: PathId, request: Request) -> RunOut:
 
 @router.post(
     "/{run_id}/rounds", status_code=202, response_model=RoundOut, dependencies=Mutating,
-    responses=error_responses(401, 404, 409, 503),
+    responses=error_responses(*GUARDED, 404, 409, 503),
 )
-def launch_round(run_id: PathId, session: SessionDep) -> Round:
+def launch_round(run_id: PathId, session: SessionDep, settings: SettingsDep) -> Round:
     """Queue the next round (or, after a failed or cancelled round, that round's unfinished jobs again).
 
-    409 while a round of the run is queued or running (also to all but one of concurrent launches);
-    503 if the broker cannot be reached.
+    Stages whose artifacts were deleted from the store run again first, in their own rounds (a succeeded
+    latest round that lost an artifact is rebuilt instead of starting the next one). 409 while a round of
+    the run is queued or running (also to all but one of concurrent launches); 503 if the broker cannot
+    be reached.
     """
     run = get_or_404(session, Run, run_id, lock=True)  # PostgreSQL: concurrent launches of one run wait in line
     latest = session.scalar(select(Round).where(Round.run_id == run_id).order_by(Round.number.desc()).limit(1))
     if latest is not None and latest.status in ACTIVE_STATUSES:
         raise HTTPException(409, f"round {latest.number} of run {run_id} is still {latest.status}")
-    if latest is not None and latest.status != SUCCEEDED:
+    retry = latest is not None and latest.status != SUCCEEDED
+    rebuilt = jobs.requeue_lost_artifacts(session, run_id, settings.artifact_root)
+    if rebuilt is None:
+        raise HTTPException(409, f"run {run_id} is already being relaunched")
+    if retry:
         if not jobs.requeue(session, latest.id):  # a concurrent retry won the conditional UPDATE
             raise HTTPException(409, f"round {latest.number} of run {run_id} is already being retried")
         round_id = latest.id
+    elif latest is not None and latest.id in rebuilt:
+        round_id = latest.id
     else:
         round_id = jobs.new_round(session, run, dispatch.stage_plan(run.config["supervision"])).id
+    involved = [*rebuilt, round_id] if round_id not in rebuilt else rebuilt
     try:
         session.commit()
     except IntegrityError:  # a concurrent request created the same round first
         raise HTTPException(409, f"a round of run {run_id} is already being launched") from None
     try:
-        dispatch.enqueue(jobs.queued_jobs(session, round_id))
+        dispatch.enqueue(jobs.queued_jobs(session, involved[0]))
     except (BrokerError, OSError) as exc:
         log.exception("cannot enqueue round %s", round_id)
-        jobs.stop_round(session, round_id, FAILED, f"not run: broker unreachable ({type(exc).__name__})")
+        for id_ in involved:
+            jobs.stop_round(session, id_, FAILED, f"not run: broker unreachable ({type(exc).__name__})")
         session.commit()
         raise HTTPException(503, f"the task broker is unreachable ({type(exc).__name__}); try again") from None
-    jobs.mark_dispatched(session, round_id)
+    for id_ in involved:
+        jobs.mark_dispatched(session, id_)
     session.commit()
     session.expire_all()
     return session.get(Round, round_id)
