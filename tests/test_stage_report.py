@@ -22,7 +22,7 @@ from wsis_core.rounds import RunConfig, run_rounds  # noqa: E402
 ROUND_1_ROWS = [
     "val mAP (round 1's classifier)", "precision / recall", "instances with 2+ peaks", "CAM mIoU (train)",
     "PSA mIoU (argmax O, train)", "SS mIoU (argmax S, train)", "recall@0.5", "bag recall (bags; instances covered)",
-    "precision / recall at box IoU 0.5", "mean IoU of matched", "mAP^b_0.5 (train)", "precision / recall at mask IoU 0.5",
+    "precision / recall at box IoU 0.5", "mean IoU of matched", "mAP_b@0.5 (train)", "precision / recall at mask IoU 0.5",
     "mAP_r@0.5 (train)", "val mAP_r@0.25 / 0.5 / 0.75", "val mAP_b@0.5",
 ]
 
