@@ -8,7 +8,7 @@ measured against the train split's ground truth. The ground truth is read only h
 Issue 5 (MIL), mAP^b_0.5 of
 
 * (a) the MIL boxes (``mil_boxes.json``: WSDDN, Eq. 2, over the bags of Eq. 4);
-* (b) the top-1 Eq. 4 proposal of every bag, without MIL (the bags of :func:`wsis_core.stages._bags`,
+* (b) the top-1 Eq. 4 proposal of every bag, without MIL (the bags of :func:`wsis_core.stages.round_bags`,
   i.e. :func:`wsis_core.bags.build_bags` exactly as the mil stage builds them; each bag's best-ranked
   candidate with the bag's class), scored by its Eq. 4 rank R(B), and, second row, by the peak's
   classifier response;
@@ -144,9 +144,9 @@ def top1_eq4_boxes(ctx: RoundContext) -> tuple[list[dict], list[dict], dict]:
 
     Returns the annotations scored by R(B) (Eq. 4), the same boxes scored by the peak's response, and
     the bags (image id -> bags)."""
-    proposals = stages._proposal_source(ctx)
+    proposals = stages.proposal_source(ctx)
     with weak_supervision():
-        bags = stages._bags(ctx, proposals, None)
+        bags = stages.round_bags(ctx, proposals, None)
     peaks = ctx.work.read_json(stages.PEAKS)
     stems = {info.id: Path(info.file_name).stem for info in ctx.train_set.images}
     by_rank, by_peak = [], []
@@ -305,7 +305,7 @@ def peak_and_bag_diagnostics(ctx: RoundContext, gt: dict, bags: dict) -> dict:
                 hit[j] = True
         hit_instances += sum(hit)
     truth = gt_boxes(gt)
-    proposals = stages._proposal_source(ctx)
+    proposals = stages.proposal_source(ctx)
     recalled = n_proposals = 0
     n_bags = oracle = top1_good = relaxed = 0
     bag_sizes = []

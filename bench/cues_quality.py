@@ -167,21 +167,33 @@ def classification_map(classifier, dataset, profile, device) -> float:
     return float(np.nanmean([average_precision(scores[:, c], labels[:, c]) for c in range(labels.shape[1])]))
 
 
-def peak_quality(peaks: list[list[dict]], instances) -> tuple[float, float, float]:
-    """(peak precision, instance recall, peaks per image)."""
-    inside = total = found = count = 0
+def peak_counts(peaks: list[list[dict]], instances) -> dict[str, float]:
+    """Peaks against the instances of each image: ``precision`` (peaks inside an instance of their class),
+    ``recall`` (instances holding >= 1 peak of their class), ``multi`` (instances holding 2+), ``per_image``
+    (peaks per image) and ``non_positive`` (fraction of peaks scoring <= 0)."""
+    inside = total = found = multi = count = non_positive = 0
     for image_peaks, image_instances in zip(peaks, instances):
-        hit = [False] * len(image_instances)
+        hits = [0] * len(image_instances)
         for p in image_peaks:
             total += 1
+            non_positive += p["score"] <= 0
             ok = False
             for j, (cls, mask) in enumerate(image_instances):
                 if cls == p["class"] and mask[p["y"], p["x"]]:
-                    ok = hit[j] = True
+                    ok = True
+                    hits[j] += 1
             inside += ok
-        found += sum(hit)
+        found += sum(h >= 1 for h in hits)
+        multi += sum(h >= 2 for h in hits)
         count += len(image_instances)
-    return inside / max(total, 1), found / max(count, 1), total / max(len(peaks), 1)
+    return {"precision": inside / max(total, 1), "recall": found / max(count, 1), "multi": multi / max(count, 1),
+            "per_image": total / max(len(peaks), 1), "non_positive": non_positive / max(total, 1)}
+
+
+def peak_quality(peaks: list[list[dict]], instances) -> tuple[float, float, float]:
+    """(peak precision, instance recall, peaks per image), see :func:`peak_counts`."""
+    counts = peak_counts(peaks, instances)
+    return counts["precision"], counts["recall"], counts["per_image"]
 
 
 def _argmax_labels(maps: torch.Tensor, classes: tuple[int, ...], size) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Tables 1 and 3 of the paper on our data: weak supervision per round, the ``--no-ccgr`` and
 ``--box-source seg`` ablations, and the ``--supervision full`` upper bound, on one seeded synthetic
-dataset (600 train / 200 val images of 160 px by default).
+dataset (600 train / 200 val images of 160 px of ``--difficulty parts`` by default, the case of the paper's
+Fig. 1; ``--difficulty easy`` is the regression row of bench/results/paper_tables_600_cpu.md).
 
 Four runs of :func:`wsis_core.rounds.run_rounds`, exactly what ``wsis train`` runs, in ``WORK/``
 (weak round 1 first, then the ablations and full, then the weak run's later rounds):
@@ -153,7 +154,7 @@ def report(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_dataset_arguments(parser, train=600, val=200)
+    add_dataset_arguments(parser, train=600, val=200, difficulty="parts")  # easy: the regression row
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the weak run")
     add_profile_arguments(parser)
     parser.add_argument("--work", help="folder of the four runs (default: a new folder under /tmp); resumed if it exists")

@@ -10,14 +10,14 @@ from pathlib import Path
 from wsis_core.data.synth import DIFFICULTIES, generate_dataset
 
 
-def add_dataset_arguments(parser: argparse.ArgumentParser, train: int, val: int) -> None:
+def add_dataset_arguments(parser: argparse.ArgumentParser, train: int, val: int, difficulty: str = "easy") -> None:
     parser.add_argument("--data", help="an existing (VOC-layout) dataset")
     parser.add_argument("--generate", help="generate the synthetic dataset into this folder first")
     parser.add_argument("--train", type=int, default=train)
     parser.add_argument("--val", type=int, default=val)
     parser.add_argument("--size", type=int, default=160)
     parser.add_argument("--seed", type=int, default=0, help="of the generated data and of the run")
-    parser.add_argument("--difficulty", choices=DIFFICULTIES, default="easy", help="of the generated data set")
+    parser.add_argument("--difficulty", choices=DIFFICULTIES, default=difficulty, help="of the generated data set")
     parser.add_argument("--workers", type=int, default=2, help="processes that generate the data set")
 
 

@@ -18,6 +18,7 @@ from wsis_core.evaluation import (
     evaluate,
     evaluate_files,
     instance_map,
+    label_set_quality,
 )
 
 H = W = 20
@@ -151,6 +152,20 @@ def test_a_detection_whose_best_instance_is_taken_is_a_false_positive():
     # VOC rule: the second detection's best instance (`left`, 2/3) is taken, so it is an FP at any
     # threshold even though its IoU with `right` (1/3) passes 0.25: AP = 1/2 at both thresholds
     assert instance_map(gt, results, "segm", [0.25, 0.5]) == {0.25: 50.0, 0.5: 50.0}
+
+
+def test_label_set_quality_matches_one_to_one_and_averages_matched_ious():
+    wide_a = box_mask(2, 2, 10, 12)  # IoU 64/80 with A
+    gt = make_gt([(1, 1, A), (1, 1, B), (1, 2, ELSEWHERE)])
+    results = [result(1, 1, wide_a, 0.9), result(1, 1, A, 0.8),  # the second is a duplicate of A
+               result(1, 2, B, 0.7)]  # the wrong class: B is no instance of class 2
+    for iou_type in ("segm", "bbox"):
+        quality = label_set_quality(gt, results, iou_type)
+        assert quality["precision"] == pytest.approx(1 / 3) and quality["recall"] == pytest.approx(1 / 3)
+        assert quality["matched_iou"] == pytest.approx(0.8)
+        assert (quality["results"], quality["instances"]) == (3, 3)
+    empty = label_set_quality(gt, [], "segm")
+    assert empty["recall"] == 0 and np.isnan(empty["precision"]) and np.isnan(empty["matched_iou"])
 
 
 def test_boxes_only_results_have_no_mask_metrics():

@@ -17,7 +17,8 @@ from wsis_core.data.dataset import open_weak_dataset
 from wsis_core.device import resolve_precision
 from wsis_core.evaluation import METRIC_KEYS
 from tiny_overrides import TINY_OVERRIDES
-from wsis_core.rounds import STAGES, RunConfig, run_rounds
+from wsis_core.io import write_json
+from wsis_core.rounds import STAGES, RoundContext, RunConfig, run_rounds, run_stage_in
 
 
 
@@ -157,3 +158,51 @@ def test_stage_by_stage_cli_writes_round_one_artifacts(data, tmp_path):
     assert main(["ccgr", "--work", str(work), "--no-ccgr", "--device", "cpu"]) == 0
     unrefined = json.loads((work / "ccgr_boxes.json").read_text())["annotations"]
     assert [a["bbox"] for a in unrefined] == [a["bbox"] for a in mil["annotations"]]
+
+
+def _fork(run, target, overrides: dict, data) -> RunConfig:
+    """A copy of ``run``'s round 1 (and proposals) under a configuration with ``overrides`` changed."""
+    shutil.copytree(run / "round_1", target / "round_1")
+    shutil.copytree(run / "proposals", target / "proposals")
+    config = _config(data)
+    config = RunConfig.from_dict({**config.to_dict(), "overrides": {**config.overrides, **overrides}})
+    write_json(target / "config.json", config.to_dict())
+    return config
+
+
+def test_a_round_on_weak_evidence_falls_back_to_the_previous_labels(weak_run, data, tmp_path):
+    """Round 2 with no IS prediction kept (is_score_threshold 1) and no pixel cropped (crop_threshold 1): its cues
+    and its pseudo labels are round 1's, it trains and evaluates, and its markers say why."""
+    run, _, _ = weak_run
+    target = tmp_path / "weak_evidence"
+    config = _fork(run, target, {"is_score_threshold": 1.0, "crop_threshold": 1.0}, data)
+    summary = run_rounds(target, config, 2, torch.device("cpu"))
+    round_1, round_2 = target / "round_1", target / "round_2"
+    assert json.loads((round_2 / "train_predictions.json").read_text()) == []
+    previous = json.loads((round_1 / "pseudo_labels.json").read_text())["annotations"]
+    labels = json.loads((round_2 / "pseudo_labels.json").read_text())["annotations"]
+    assert labels and [(a["image_id"], a["segmentation"]) for a in labels] == \
+        [(a["image_id"], a["segmentation"]) for a in previous]
+    assert [a["id"] for a in labels] == list(range(1, len(labels) + 1))
+    cues = json.loads((round_2 / "cue_instances.json").read_text())
+    assert sum(map(len, cues.values())) == len(previous)
+    notes = summary["rounds"][1]["notes"]
+    assert "had no IS prediction" in notes["cues"][0] and "round 1's pseudo labels" in notes["cues"][0]
+    assert "got no pseudo label" in notes["pseudo_labels"][0]
+    assert json.loads((round_2 / "stages" / "cues.json").read_text())["notes"] == notes["cues"]
+    assert set(summary["rounds"][1]["stage_seconds"]) == set(STAGES)  # trained and evaluated
+
+
+def test_an_empty_first_round_label_set_takes_the_whole_boxes(weak_run, data, tmp_path):
+    run, _, _ = weak_run
+    target = tmp_path / "empty_round_1"
+    config = _fork(run, target, {"crop_threshold": 1.0}, data)
+    for stage in ("pseudo_labels", "is_train", "evaluate"):
+        (target / "round_1" / "stages" / f"{stage}.json").unlink()
+    ctx = RoundContext(target, 1, config, torch.device("cpu"))
+    run_stage_in(ctx, "pseudo_labels")
+    labels = json.loads((target / "round_1" / "pseudo_labels.json").read_text())["annotations"]
+    boxes = json.loads((target / "round_1" / "ccgr_boxes.json").read_text())["annotations"]
+    assert labels and len(labels) <= len(boxes)
+    notes = json.loads((target / "round_1" / "stages" / "pseudo_labels.json").read_text())["notes"]
+    assert len(notes) == 1 and "whole boxes" in notes[0]

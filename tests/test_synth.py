@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image
 
 from wsis_core.data.palette import read_label_png, save_label_png, voc_palette
-from wsis_core.data.synth import SYNTH_CLASSES, generate_dataset
+from wsis_core.data.synth import _PART_COLORS, SYNTH_CLASSES, generate_dataset
 from wsis_core.data.types import VOID
 from wsis_core.errors import WsisInputError
 
@@ -152,7 +153,52 @@ def test_easy_paints_each_class_in_its_own_colours_and_hard_does_not(tmp_path):
     assert _nearest_class_by_colour(_instance_colours(tmp_path / "hard")) < 0.6
 
 
+def test_parts_shares_the_body_and_tells_the_class_by_a_small_part(tmp_path):
+    root = tmp_path / "parts"
+    generate_dataset(root, 60, 0, 160, seed=2, difficulty="parts")
+    classes = (root / "classes.txt").read_text().split()
+    counts, same_class, part_fractions = [], 0, []
+    for image_id in _split(root, "train"):
+        objects = _objects(root / "Annotations" / f"{image_id}.xml")
+        instance_map = read_label_png(root / "SegmentationObject" / f"{image_id}.png")
+        class_map = read_label_png(root / "SegmentationClass" / f"{image_id}.png")
+        image = np.asarray(Image.open(root / "JPEGImages" / f"{image_id}.jpg").convert("RGB"), np.float32)
+        assert set(np.unique(instance_map)) == {0, VOID, *range(1, len(objects) + 1)}
+        counts.append(len(objects))
+        same_class += len({name for name, _ in objects}) < len(objects)
+        for index, (name, box) in enumerate(objects, start=1):
+            ys, xs = np.nonzero(instance_map == index)
+            assert set(np.unique(class_map[ys, xs])) == {classes.index(name) + 1}
+            assert box == (xs.min() + 1, ys.min() + 1, xs.max() + 1, ys.max() + 1)
+            # the class colour covers a small part of the instance (JPEG: within 40 per channel)
+            near = np.abs(image[ys, xs] - np.array(_PART_COLORS[name], np.float32)).max(axis=1) < 40
+            part_fractions.append(near.mean())
+    assert 1 <= min(counts) and max(counts) <= 9 and 2.5 <= np.mean(counts) <= 4.0
+    assert same_class >= 0.4 * len(counts)
+    assert 0.02 < np.median(part_fractions) < 0.3
+    # the body, most of an instance, is no guide to the class
+    assert _nearest_class_by_colour(_instance_colours(root)) < 0.6
+
+
 # ------------------------------------------------------------------------------------------ determinism
+def _digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for name, data in _files(root).items():
+        digest.update(name.encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("difficulty, expected", [
+    ("easy", "3f27d9e24ef13766ac2cbe0e88dd823b571384eda05cef5cb009c0b985a5cba2"),
+    ("hard", "8519c222203a864de88dd2de5714c8f98251ef5c7a92ac6a8e6b1e0a26ebaa94"),
+])
+def test_easy_and_hard_files_stay_byte_identical(tmp_path, difficulty, expected):
+    """The files of commit 7e32e43: adding ``parts`` changed no byte of the other difficulties."""
+    generate_dataset(tmp_path / difficulty, 4, 2, 96, seed=7, difficulty=difficulty)
+    assert _digest(tmp_path / difficulty) == expected
+
+
 def test_same_seed_gives_identical_files_and_another_seed_differs(tmp_path):
     progress = []
     generate_dataset(tmp_path / "a", 3, 1, 64, seed=5, on_progress=lambda done, total: progress.append((done, total)))

@@ -230,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--size", type=int, default=160, help="image side in pixels")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--difficulty", choices=DIFFICULTIES, default="easy",
-                       help="easy: each class has its own colours; hard: colour says nothing, only the shape")
+                       help="easy: each class has its own colours; hard: colour says nothing, only the shape; "
+                            "parts: one body look for all classes, the class only in a small part, 1-9 instances")
     synth.add_argument("--workers", type=int, default=1, help="processes drawing the images (same files)")
     synth.add_argument("--layout", choices=("voc", "tagged"), default="voc",
                        help="voc (with masks) or tagged: images/ + labels.csv, tags only unless --ground-truth")

@@ -98,6 +98,37 @@ def instance_map(
     return {t: 100.0 * float(np.mean([aps[t] for aps in per_class.values()])) for t in thresholds}
 
 
+def label_set_quality(gt: dict, results: list[dict], iou_type: str, threshold: float = 0.5) -> dict[str, float]:
+    """A set of labels (pseudo masks, MIL or CCGR boxes) against the ground truth as a label set, not a ranking.
+
+    Per image and class, the results taken by score are matched one to one to instances by the VOC rule of
+    :func:`class_average_precisions` (mask IoU without void pixels, or box IoU) at ``threshold``. Returns
+    ``precision`` (matched results / results), ``recall`` (matched instances / instances), ``matched_iou``
+    (mean IoU of the matched pairs; ``nan`` when none) and the counts ``results`` and ``instances``.
+    """
+    if iou_type not in ("segm", "bbox"):
+        raise ValueError(f"iou_type must be 'segm' or 'bbox', not {iou_type!r}")
+    gts, dets = defaultdict(list), defaultdict(list)
+    for ann in gt["annotations"]:
+        gts[ann["image_id"], ann["category_id"]].append(ann)
+    for det in results:
+        dets[det["image_id"], det["category_id"]].append(det)
+    valid = _valid_regions(gt) if iou_type == "segm" else {}
+    matched_ious = []
+    for key, key_dets in dets.items():
+        key_dets = sorted(key_dets, key=lambda d: -d["score"])
+        ious = _iou_matrix(key_dets, gts.get(key, []), iou_type, valid.get(key[0]))
+        is_tp = _greedy_match(ious, threshold)
+        matched_ious += ious[is_tp].max(axis=1).tolist() if is_tp.any() else []
+    n_results, n_gt = len(results), len(gt["annotations"])
+    return {
+        "precision": len(matched_ious) / n_results if n_results else float("nan"),
+        "recall": len(matched_ious) / n_gt if n_gt else float("nan"),
+        "matched_iou": float(np.mean(matched_ious)) if matched_ious else float("nan"),
+        "results": n_results, "instances": n_gt,
+    }
+
+
 def evaluate(
     gt: dict, results: list[dict], *, gt_name: str = "ground truth", results_name: str = "results"
 ) -> dict[str, float | None]:

@@ -8,13 +8,15 @@ Round k > 1: cues = the previous IS model's predictions on the train split (thei
 bags, the union of their masks per class the SS labels), then the same stages.
 ``supervision="full"`` (the paper's upper bound) is one round of is_train + evaluate on true masks.
 
-A finished stage leaves ``round_<k>/stages/<stage>.json`` (its artifacts and wall time); a stage
-with that marker is never run again.
+A finished stage leaves ``round_<k>/stages/<stage>.json`` (its artifacts, wall time and ``notes``: what
+the stage had to fall back on, also logged as warnings and kept in ``summary.json``); a stage with that
+marker is never run again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -32,6 +34,7 @@ from wsis_core.profiles import Profile, get_profile
 from wsis_core.workdir import WorkDir
 
 Progress = Callable[[int, int], None] | None
+logger = logging.getLogger(__name__)
 
 STAGES = ("cues", "ss", "proposals", "mil", "ccgr", "pseudo_labels", "is_train", "evaluate")
 FULL_SUPERVISION_STAGES = ("is_train", "evaluate")
@@ -94,11 +97,13 @@ class RoundContext:
         self.profile = config.build_profile()
         self.device = device
         self.work = WorkDir(round_dir if round_dir is not None else self.run_dir / f"round_{number}")
-        self.messages: list[str] = []
+        self.notes: list[str] = []  # the running stage's notes (see :meth:`note`)
 
-    def report(self, message: str) -> None:
-        """A line the running stage wants its user to read (stored in the stage's marker)."""
-        self.messages.append(message)
+    def note(self, text: str) -> None:
+        """Record (and log) what the running stage wants its user to read, e.g. a fallback on weak evidence or
+        why no metrics were computed; the stage's marker keeps it (its ``message`` joins the notes)."""
+        self.notes.append(text)
+        logger.warning("round %d: %s", self.number, text)
 
     def previous(self) -> WorkDir:
         """The previous round's folder (rounds > 1)."""
@@ -154,11 +159,11 @@ def run_stage_in(ctx: RoundContext, stage: str, on_progress: Progress = None) ->
         marker = ctx.work.read_json(marker_name(stage))
         return {kind: ctx.work.path(name) for kind, name in marker["artifacts"].items()}
     started = time.perf_counter()
-    ctx.messages.clear()
+    ctx.notes = []
     artifacts = getattr(stages, f"stage_{stage}")(ctx, on_progress)
     seconds = time.perf_counter() - started
     relative = {kind: os.path.relpath(path, ctx.work.root) for kind, path in artifacts.items()}
-    marker = {"artifacts": relative, "seconds": seconds, "message": "; ".join(ctx.messages)}
+    marker = {"artifacts": relative, "seconds": seconds, "notes": ctx.notes, "message": "; ".join(ctx.notes)}
     ctx.work.write_json(marker_name(stage), marker)
     return artifacts
 
@@ -217,8 +222,14 @@ def stage_seconds(work: WorkDir, stages: tuple[str, ...]) -> dict[str, float]:
     return {s: work.read_json(marker_name(s))["seconds"] for s in stages if stage_done(work, s)}
 
 
+def stage_notes(work: WorkDir, stages: tuple[str, ...]) -> dict[str, list[str]]:
+    """The notes of the finished stages that have any (markers written before notes existed have none)."""
+    notes = {s: work.read_json(marker_name(s)).get("notes", []) for s in stages if stage_done(work, s)}
+    return {s: n for s, n in notes.items() if n}
+
+
 def write_summary(run_dir: Path, config: RunConfig, rounds: int) -> dict:
-    """``RUN/summary.json``: config, per-round metrics and per-stage wall times (seconds)."""
+    """``RUN/summary.json``: config, per-round metrics, per-stage wall times (seconds) and stage notes."""
     per_round = []
     for number in range(1, rounds + 1):
         work = WorkDir(Path(run_dir) / f"round_{number}")
@@ -227,6 +238,7 @@ def write_summary(run_dir: Path, config: RunConfig, rounds: int) -> dict:
             "metrics": round_metrics(run_dir, number),
             "evaluation": round_evaluation(run_dir, number),
             "stage_seconds": stage_seconds(work, config.stages),
+            "notes": stage_notes(work, config.stages),
         })
     summary = {"config": config.to_dict(), "rounds": per_round}
     write_json(Path(run_dir) / "summary.json", summary)

@@ -39,7 +39,7 @@ from wsis_core.rounds import Progress, RoundContext, phases
 from wsis_core.segmentation import build_segmentation_model, predict_score_maps, train_segmentation
 
 CLASSIFIER, AFFINITY, SEGMENTATION, MIL = "models/classifier.pt", "models/affinity.pt", "models/segmentation.pt", "models/mil.pt"
-PEAKS, TRAIN_PREDICTIONS = "peaks.json", "train_predictions.json"
+PEAKS, TRAIN_PREDICTIONS, CUE_INSTANCES = "peaks.json", "train_predictions.json", "cue_instances.json"
 MIL_BOXES, CCGR_BOXES, PSEUDO_LABELS = "mil_boxes.json", "ccgr_boxes.json", "pseudo_labels.json"
 MODEL, METRICS, VAL_PREDICTIONS, EVALUATION = "model.pt", "metrics.json", "val_predictions.json", "evaluation.json"
 SEMANTIC_LABELS, SCORE_MAPS, PROPAGATED = "semantic_labels", "score_maps", "propagated"
@@ -61,7 +61,7 @@ def _coco_file(ctx: RoundContext, annotations: list[dict]) -> dict:
     return {"images": images, "categories": categories, "annotations": annotations}
 
 
-def _classifier(ctx: RoundContext):
+def round_classifier(ctx: RoundContext):
     """Round 1's trained classifier: its backbone initialises the other branches (shared layers)."""
     checkpoint = load_checkpoint(ctx.first().require(CLASSIFIER))
     unloaded = dataclasses.replace(ctx.profile, backbone_weights=None, backbone_weights_sha256=None)
@@ -126,10 +126,32 @@ def _later_round_cues(ctx: RoundContext, on_progress: Progress) -> dict[str, Pat
     work.write_json(TRAIN_PREDICTIONS, predictions)
     work.write_json(PEAKS, ctx.first().read_json(PEAKS))
     confident = _confident(ctx, predictions)
+    unsure = sum(bool(kept) and all(p["score"] < profile.is_label_score for p in kept) for kept in confident.values())
+    if unsure:
+        ctx.note(f"{unsure} of {len(ds)} images kept only IS predictions below is_label_score "
+                 f"({profile.is_label_score:g}): the best one per labelled class")
+    confident = _with_previous_labels(ctx, confident, f"had no IS prediction of their labelled classes "
+                                                      f"(score >= is_score_threshold {profile.is_score_threshold:g})")
+    work.write_json(CUE_INSTANCES, {str(i): kept for i, kept in confident.items()})
     for info in ds.images:
         instances = [(p["category_id"], masks.decode(p["segmentation"])) for p in confident[info.id]]
         work.write_label(SEMANTIC_LABELS, _stem(info), semantic_label_from_instances(instances, info.height, info.width))
-    return {"train_predictions": work.path(TRAIN_PREDICTIONS), "semantic_labels": work.path(SEMANTIC_LABELS)}
+    return {"train_predictions": work.path(TRAIN_PREDICTIONS), "cue_instances": work.path(CUE_INSTANCES),
+            "semantic_labels": work.path(SEMANTIC_LABELS)}
+
+
+def _with_previous_labels(ctx: RoundContext, by_image: dict[int, list[dict]], why: str) -> dict[int, list[dict]]:
+    """Rounds never die on weak evidence: an image of the train split without instances in ``by_image`` takes
+    the previous round's pseudo labels of that image (which already fell back in turn); noted with ``why``."""
+    previous = defaultdict(list)
+    for ann in ctx.previous().read_json(PSEUDO_LABELS)["annotations"]:
+        previous[ann["image_id"]].append(ann)
+    empty = [info.id for info in ctx.train_set.images if not by_image.get(info.id)]
+    filled = [i for i in empty if previous[i]]
+    if empty:
+        ctx.note(f"{len(empty)} of {len(ctx.train_set)} images {why}; {len(filled)} of them take round "
+                 f"{ctx.number - 1}'s pseudo labels instead")
+    return {info.id: by_image.get(info.id) or previous[info.id] for info in ctx.train_set.images}
 
 
 # ------------------------------------------------------------------------------------------ ss
@@ -137,7 +159,7 @@ def stage_ss(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
     """SS branch (FCN + pyramid pooling) on the round's semantic labels; writes score maps S."""
     ds, profile, work = ctx.train_set, ctx.profile, ctx.work
     labels = [work.read_label(SEMANTIC_LABELS, _stem(info)) for info in ds.images]
-    model = build_segmentation_model(profile, len(ctx.config.classes), copy.deepcopy(_classifier(ctx).backbone))
+    model = build_segmentation_model(profile, len(ctx.config.classes), copy.deepcopy(round_classifier(ctx).backbone))
     if ctx.number > 1:  # warm start from the previous round's SS branch
         model.load_state_dict(load_checkpoint(ctx.previous().require(SEGMENTATION)).state_dict)
     train_p, predict_p = phases(on_progress, 100, 20)
@@ -150,7 +172,8 @@ def stage_ss(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
 
 
 # ----------------------------------------------------------------------------------- proposals
-def _proposal_source(ctx: RoundContext):
+def proposal_source(ctx: RoundContext):
+    """The run's proposals: the selective-search cache of ``RUN/proposals`` or the user's precomputed folder."""
     if ctx.config.proposals == "selective-search":
         return ProposalStore(ctx.run_dir / "proposals")
     return PrecomputedProposals.for_dataset(ctx.config.proposals, ctx.train_set)
@@ -179,7 +202,8 @@ class _StageFeatures(torch.nn.Module):
         return self.backbone(images)[self.stage]
 
 
-def _bags(ctx: RoundContext, proposals, on_progress: Progress):
+def round_bags(ctx: RoundContext, proposals, on_progress: Progress):
+    """The round's MIL bags, image id -> bags: a bag per PRM peak (round 1), per confident IS box (later)."""
     ids = [info.id for info in ctx.train_set.images]
     if ctx.number == 1:  # a bag per PRM peak, ranked by Eq. 4 with the propagated map O
         peaks = ctx.work.read_json(PEAKS)
@@ -188,10 +212,10 @@ def _bags(ctx: RoundContext, proposals, on_progress: Progress):
             ids, lambda i: peaks[str(i)], lambda i: ctx.work.read_scores(PROPAGATED, stems[i]), proposals,
             top_k=ctx.profile.mil_top_k, lam=ctx.profile.mil_lambda, on_progress=on_progress,
         ).bags_by_image
-    confident = _confident(ctx, ctx.work.read_json(TRAIN_PREDICTIONS))
+    cues = ctx.work.read_json(CUE_INSTANCES)  # the confident IS predictions, or the fallback labels
     predicted = {
-        i: (torch.tensor([_xyxy(p["bbox"]) for p in confident[i]], dtype=torch.float32).view(-1, 4),
-            torch.tensor([p["category_id"] for p in confident[i]], dtype=torch.long))
+        i: (torch.tensor([_xyxy(p["bbox"]) for p in cues[str(i)]], dtype=torch.float32).view(-1, 4),
+            torch.tensor([p["category_id"] for p in cues[str(i)]], dtype=torch.long))
         for i in ids
     }
     return build_bags_from_boxes(predicted, proposals, top_k=ctx.profile.mil_top_k, on_progress=on_progress)
@@ -221,9 +245,9 @@ def stage_mil(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
 
 def _mil_boxes(ctx: RoundContext, on_progress: Progress) -> list[dict]:
     ds, profile = ctx.train_set, ctx.profile
-    proposals = _proposal_source(ctx)
+    proposals = proposal_source(ctx)
     bag_p, train_p, select_p = phases(on_progress, 10, 100, 20)
-    backbone = _StageFeatures(copy.deepcopy(_classifier(ctx).backbone), profile.mil_feature_stage)
+    backbone = _StageFeatures(copy.deepcopy(round_classifier(ctx).backbone), profile.mil_feature_stage)
     head = WSDDNHead(backbone.backbone.channels[profile.mil_feature_stage], len(ctx.config.classes),
                      hidden=profile.mil_hidden)
 
@@ -231,7 +255,7 @@ def _mil_boxes(ctx: RoundContext, on_progress: Progress) -> list[dict]:
         return to_input(image, profile.input_size)[None]
 
     with _guard(ctx):
-        bags = _bags(ctx, proposals, bag_p)
+        bags = round_bags(ctx, proposals, bag_p)
         train_mil(backbone, head, ds, bags, proposals, transform=transform, epochs=profile.mil_epochs,
                   lr=profile.mil_lr, weight_decay=profile.mil_weight_decay, device=ctx.device, seed=profile.seed,
                   epoch_images=profile.epoch_images, on_progress=train_p)
@@ -328,26 +352,44 @@ def _refine_chunk(ctx: RoundContext, infos, by_image, peaks) -> dict[int, dict]:
 
 # ------------------------------------------------------------------------------- pseudo labels
 def stage_pseudo_labels(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
-    """Crop the SS score map with the refined boxes: the pseudo instance labels of the IS branch."""
+    """Crop the SS score map with the refined boxes: the pseudo instance labels of the IS branch.
+
+    Rounds never die on weak evidence: in later rounds an image left without a pseudo label takes the
+    previous round's; a round-1 set left empty takes the whole boxes as masks. Both are noted."""
     by_image = defaultdict(list)
     for ann in ctx.work.read_json(CCGR_BOXES)["annotations"]:
         by_image[ann["image_id"]].append(ann)
-    profile, annotations = ctx.profile, []
+    profile, labels = ctx.profile, {}
     for done, info in enumerate(ctx.train_set.images, start=1):
-        anns = by_image[info.id]
-        if anns:
-            instances = make_instance_labels(
-                torch.from_numpy(ctx.work.read_scores(SCORE_MAPS, _stem(info))),
-                torch.tensor([_xyxy(a["bbox"]) for a in anns], dtype=torch.float32),
-                torch.tensor([a["category_id"] for a in anns]),
-                torch.tensor([a["score"] for a in anns], dtype=torch.float32),
-                mode=profile.crop_mode, threshold=profile.crop_threshold, min_pixels=profile.min_instance_pixels,
-            )
-            annotations += to_coco_annotations(info.id, instances, first_id=len(annotations) + 1)
+        labels[info.id] = _crop(ctx, info, by_image[info.id], profile.crop_mode, profile.crop_threshold)
         if on_progress:
             on_progress(done, len(ctx.train_set))
+    if ctx.number > 1:
+        labels = _with_previous_labels(ctx, labels, "got no pseudo label from their boxes")
+    elif not any(labels.values()) and by_image:
+        ctx.note(f"no box of the {len(ctx.train_set)} images left a pseudo mask ({profile.crop_mode} crop of S): "
+                 "the whole boxes are the masks instead")
+        labels = {info.id: _crop(ctx, info, by_image[info.id], "threshold", -1.0) for info in ctx.train_set.images}
+    annotations = []
+    for info in ctx.train_set.images:
+        renumbered = [{**ann, "id": len(annotations) + k} for k, ann in enumerate(labels[info.id], start=1)]
+        annotations += renumbered
     ctx.work.write_json(PSEUDO_LABELS, _coco_file(ctx, annotations))
     return {"pseudo_labels": ctx.work.path(PSEUDO_LABELS)}
+
+
+def _crop(ctx: RoundContext, info, anns: list[dict], mode: str, threshold: float) -> list[dict]:
+    """COCO annotations of the pseudo instances of one image: its boxes ``anns`` cropping the SS score map."""
+    if not anns:
+        return []
+    instances = make_instance_labels(
+        torch.from_numpy(ctx.work.read_scores(SCORE_MAPS, _stem(info))),
+        torch.tensor([_xyxy(a["bbox"]) for a in anns], dtype=torch.float32),
+        torch.tensor([a["category_id"] for a in anns]),
+        torch.tensor([a["score"] for a in anns], dtype=torch.float32),
+        mode=mode, threshold=threshold, min_pixels=ctx.profile.min_instance_pixels,
+    )
+    return to_coco_annotations(info.id, instances)
 
 
 # ------------------------------------------------------------------------------------ is_train
@@ -361,7 +403,7 @@ def _training_annotations(ctx: RoundContext) -> list[dict]:
         if not truth.images:
             raise WsisInputError(f"no ground truth for split {ctx.config.train_split}: --supervision full needs masks")
         if len(truth.images) < truth.total:
-            ctx.report(f"trained on the {len(truth.images)} of {truth.total} train images that have ground truth")
+            ctx.note(f"trained on the {len(truth.images)} of {truth.total} train images that have ground truth")
         return ground_truth_to_coco(truth)["annotations"]
     return ctx.work.read_json(PSEUDO_LABELS)["annotations"]
 
@@ -416,6 +458,6 @@ def stage_evaluate(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
 
 def _record_evaluation(ctx: RoundContext, record: dict, message: str) -> dict[str, Path]:
     """``evaluation.json``: what the evaluate stage measured on (split, images, evaluated images) and why."""
-    ctx.report(message)
+    ctx.note(message)
     ctx.work.write_json(EVALUATION, {**record, "message": message})
     return {"evaluation": ctx.work.path(EVALUATION)}

@@ -6,14 +6,19 @@ Design goals, so that the weakly supervised task stays meaningful:
   (ellipse + round ears), ``fish`` (ellipse + tail fin), ``house`` (rectangle + roof), ``cart``
   (rectangle + wheels). Each body shape is shared by several classes, so a model must find the
   discriminative part, as class activation maps do on real images.
-* **Two difficulties.** ``hard``: colour says nothing; every object and the background clutter take
+* **Three difficulties.** ``hard``: colour says nothing; every object and the background clutter take
   colours from one shared palette, so only the part tells the class (what a pretrained backbone or
   thousands of images need). ``easy`` (the default): each class paints its objects from its own two
   colours and the clutter from a muted palette of its own, so a network trained from random
   initialisation on a few hundred images learns the classes, and the weakly supervised pipeline
   can be measured end to end on a CPU. Both give every object a random texture (stripes, smooth
   noise or grain); in ``easy`` touching instances of one class share colours, so only shape and
-  texture edges separate them.
+  texture edges separate them. ``parts`` is the case of the paper's Fig. 1: every class shares one body
+  appearance (body shape, ellipse or rectangle, drawn at random for any class; body textures from one
+  palette), and the class lives only in a small part (pointed ears, round ears, tail fin, a single hat,
+  wheels) painted in the class's own colour; the background adds clutter and part-less bodies; an image
+  holds 1-9 instances (3.2 on average) of 1-3 classes, so several touch and share a class. A classifier
+  fires on the part, while the instance mask is the whole object (body and part).
 * **Instances meet.** An image holds 1-3 classes with 1-3 instances each (at most 5 in all); many
   instances are placed next to or over an earlier one, so instance separation is not just connected
   components. Objects are drawn back to front; an instance's mask is its visible pixels. A candidate
@@ -67,7 +72,19 @@ _CLUTTER_COLORS = np.array(
     [(90, 90, 90), (200, 200, 190), (150, 140, 120), (120, 115, 100), (170, 170, 160), (60, 60, 55)],
     dtype=np.float32,
 )
-DIFFICULTIES = ("easy", "hard")
+# ``parts``: the body palette every class shares, the class colour of each part, and the clutter's palette.
+_BODY_COLORS = np.array(
+    [(150, 120, 90), (120, 100, 80), (175, 150, 115), (100, 110, 120), (140, 140, 130), (90, 80, 70)],
+    dtype=np.float32,
+)
+_PART_COLORS = {
+    "cat": (235, 140, 30), "bear": (150, 60, 200), "fish": (40, 170, 230), "house": (220, 40, 50), "cart": (60, 190, 60),
+}
+_PARTS_CLUTTER_COLORS = np.array(
+    [(70, 90, 70), (160, 170, 150), (110, 130, 110), (190, 190, 170), (80, 80, 95), (130, 120, 140)],
+    dtype=np.float32,
+)
+DIFFICULTIES = ("easy", "hard", "parts")
 
 MIN_SIZE = 64
 _MIN_VISIBLE_FRACTION = 0.4
@@ -75,6 +92,11 @@ _MIN_LABELLED_PIXELS = 30
 _MAX_INSTANCES = 5
 _TRIES_PER_INSTANCE = 12
 _SUBPIXEL_BITS = 4  # cv2.fillPoly's ``shift``: polygon vertices at 1/16 pixel
+# ``parts``: 1 + Binomial(8, 0.28) instances (1-9, mean 3.24), bodies 0.17-0.32 of the image long, an
+# instance's part at least half visible.
+_PARTS_EXTRA_INSTANCES = (8, 0.28)
+_PARTS_LENGTH = (0.17, 0.32)
+_MIN_PART_VISIBLE_FRACTION = 0.5
 
 _DATA_DIRS = ("JPEGImages", "Annotations", "SegmentationClass", "SegmentationObject")
 _LIST_DIRS = ("ImageSets/Segmentation", "ImageSets/Main")
@@ -135,8 +157,13 @@ def _draw_object(rng: np.random.Generator, name: str, size: int, center: np.ndar
     angle = np.deg2rad(rng.uniform(-20.0, 20.0))
     flip = rng.choice((-1.0, 1.0))
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) * [flip, 1.0]
+    return _fill(_SHAPES[name](a, b), rotation, center, size)
+
+
+def _fill(polygons: list[np.ndarray], rotation: np.ndarray, center: np.ndarray, size: int) -> np.ndarray:
+    """The [size, size] bool mask of ``polygons`` (around 0) rotated by ``rotation`` and moved to ``center``."""
     mask = np.zeros((size, size), np.uint8)
-    for polygon in _SHAPES[name](a, b):
+    for polygon in polygons:
         points = (polygon @ rotation.T + center) * (1 << _SUBPIXEL_BITS)
         cv2.fillPoly(mask, [np.round(points).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
     return mask.astype(bool)
@@ -241,18 +268,24 @@ def _plan_classes(rng: np.random.Generator) -> list[str]:
 
 
 def _layout(rng: np.random.Generator, size: int) -> tuple[list[str], list[np.ndarray]]:
-    """Place the planned instances back to front; returns the kept classes and their full masks.
+    """``easy`` / ``hard``: the planned instances of :func:`_plan_classes` placed by :func:`_place`."""
+    return _place(rng, size, _plan_classes(rng), (0.2, 0.45), _draw_object, _acceptable)
 
+
+def _place(rng, size, plan, length_range, draw, acceptable) -> tuple[list[str], list]:
+    """Place the planned instances back to front; returns the kept classes and what ``draw`` gave for each.
+
+    ``draw(rng, name, size, center, length)`` draws one instance; ``acceptable(drawn)`` checks the list.
     The first instance is redrawn until it fits; a later one is dropped after a few failed tries.
     Two thirds of the later instances are placed next to a random earlier one (centre distance
     0.45-0.95 of the sum of their half-lengths) so that objects touch or overlap; the rest anywhere.
     """
-    names, masks, placed = [], [], []
-    for name in _plan_classes(rng):
+    names, drawn, placed = [], [], []
+    for name in plan:
         attempt = 0
-        while attempt < _TRIES_PER_INSTANCE or not masks:  # the first instance is always placed
+        while attempt < _TRIES_PER_INSTANCE or not drawn:  # the first instance is always placed
             attempt += 1
-            length = size * rng.uniform(0.2, 0.45)
+            length = size * rng.uniform(*length_range)
             margin = 0.5 * length  # keeps the (untilted) body inside the image
             if placed and rng.random() < 2.0 / 3.0:
                 other_center, other_length = placed[rng.integers(len(placed))]
@@ -262,17 +295,97 @@ def _layout(rng: np.random.Generator, size: int) -> tuple[list[str], list[np.nda
             else:
                 center = rng.uniform(0.0, size, 2)
             center = np.clip(center, margin, size - margin)
-            mask = _draw_object(rng, name, size, center, length)
-            if _acceptable(masks + [mask]):
+            instance = draw(rng, name, size, center, length)
+            if acceptable(drawn + [instance]):
                 names.append(name)
-                masks.append(mask)
+                drawn.append(instance)
                 placed.append((center, length))
                 break
-    return names, masks
+    return names, drawn
+
+
+# ---------------------------------------------------------------------------------------- ``parts``
+def _part_polygons(name: str, a: float, b: float, body: str) -> list[np.ndarray]:
+    """The class's small part around a body of half-axes (a, b) centred at 0; y grows downwards."""
+    top = -b if body == "rectangle" else -0.92 * b  # where the part meets the body's upper edge
+    if name == "cat":  # two pointed ears
+        return [np.array([(s * 0.45 * a - 0.22 * b, top + 0.15 * b), (s * 0.45 * a + 0.22 * b, top + 0.15 * b),
+                          (s * 0.45 * a, top - 0.55 * b)]) for s in (-1, 1)]
+    if name == "bear":  # two round ears
+        return [_ellipse(s * 0.45 * a, top - 0.1 * b, 0.26 * b, 0.26 * b, 20) for s in (-1, 1)]
+    if name == "fish":  # a tail fin at one end
+        return [np.array([(a - 0.15 * b, 0.0), (a + 0.6 * b, -0.45 * b), (a + 0.6 * b, 0.45 * b)])]
+    if name == "house":  # a single central hat
+        return [np.array([(-0.4 * b, top + 0.15 * b), (0.4 * b, top + 0.15 * b), (0.0, top - 0.6 * b)])]
+    return [_ellipse(s * 0.5 * a, b * (1.0 if body == "rectangle" else 0.85), 0.26 * b, 0.26 * b, 20)
+            for s in (-1, 1)]  # cart: two wheels
+
+
+def _draw_part_object(rng: np.random.Generator, name: str, size: int, center: np.ndarray, length: float):
+    """(whole object mask, part mask) of one ``parts`` instance: a shared body (ellipse or rectangle, random
+    aspect, flip and tilt) with the class's part; the part is drawn over the body."""
+    a = length / 2.0
+    b = a * rng.uniform(0.55, 0.85)
+    body = "ellipse" if rng.random() < 0.5 else "rectangle"
+    angle = np.deg2rad(rng.uniform(-20.0, 20.0))
+    flip = rng.choice((-1.0, 1.0))
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) * [flip, 1.0]
+    outline = [_ellipse(0, 0, a, b)] if body == "ellipse" else [_rectangle(a, b)]
+    part = _fill(_part_polygons(name, a, b, body), rotation, center, size)
+    return _fill(outline, rotation, center, size) | part, part
+
+
+def _acceptable_parts(drawn: list[tuple[np.ndarray, np.ndarray]]) -> bool:
+    """:func:`_acceptable` on the whole objects, and every part at least half visible."""
+    objects = [mask for mask, _ in drawn]
+    if not _acceptable(objects):
+        return False
+    instances, _ = _label_maps(objects)
+    return all(
+        (instances[part] == index).sum() >= _MIN_PART_VISIBLE_FRACTION * part.sum()
+        for index, (_, part) in enumerate(drawn, start=1)
+    )
+
+
+def _plan_parts(rng: np.random.Generator) -> list[str]:
+    """``parts``: 1-9 instances (1 + Binomial(8, 0.28)) of 1-3 classes, each present class at least once."""
+    count = 1 + int(rng.binomial(*_PARTS_EXTRA_INSTANCES))
+    present = rng.choice(len(SYNTH_CLASSES), size=int(rng.integers(1, min(3, count) + 1)), replace=False)
+    classes = list(present) + list(rng.choice(present, size=count - len(present)))
+    return [SYNTH_CLASSES[classes[i]] for i in rng.permutation(count)]
+
+
+def _distractors(rng: np.random.Generator, image: np.ndarray, size: int) -> None:
+    """0-3 part-less bodies in the body textures, smaller than the objects: clutter that looks like a body."""
+    for _ in range(int(rng.integers(0, 4))):
+        length = size * rng.uniform(0.1, 0.18)
+        center = rng.uniform(0.0, size, 2)
+        a, b = length / 2.0, length / 2.0 * rng.uniform(0.55, 0.85)
+        angle = np.deg2rad(rng.uniform(0.0, 180.0))
+        rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        outline = _ellipse(0, 0, a, b) if rng.random() < 0.5 else _rectangle(a, b)
+        mask = _fill([outline], rotation, center, size)
+        image[mask] = _texture(rng, size, _BODY_COLORS)[mask]
+
+
+def _render_parts(rng: np.random.Generator, size: int):
+    """One ``parts`` image: shared body textures, class-coloured parts, clutter and part-less bodies."""
+    image = _background(rng, size, _PARTS_CLUTTER_COLORS)
+    _distractors(rng, image, size)
+    names, drawn = _place(rng, size, _plan_parts(rng), _PARTS_LENGTH, _draw_part_object, _acceptable_parts)
+    for name, (mask, part) in zip(names, drawn):
+        image[mask] = _texture(rng, size, _BODY_COLORS)[mask]
+        shade = np.float32(rng.uniform(0.85, 1.1))
+        image[part] = np.clip(np.array(_PART_COLORS[name], np.float32) * shade, 0, 255)
+    image += rng.normal(0.0, 4.0, image.shape).astype(np.float32)
+    instances, void = _label_maps([mask for mask, _ in drawn])
+    return np.clip(image, 0, 255).astype(np.uint8), names, instances, void
 
 
 def _render(rng: np.random.Generator, size: int, difficulty: str):
     """One image: RGB uint8, class names in draw order, instance map and void band."""
+    if difficulty == "parts":
+        return _render_parts(rng, size)
     easy = difficulty == "easy"
     image = _background(rng, size, _CLUTTER_COLORS if easy else _COLORS)
     names, masks = _layout(rng, size)
@@ -356,7 +469,8 @@ def generate_dataset(
 ) -> None:
     """Write a synthetic VOC-layout dataset of ``n_train`` + ``n_val`` square images of ``size`` pixels.
 
-    ``difficulty`` is ``easy`` (class colours) or ``hard`` (colour says nothing); see the module text.
+    ``difficulty`` is ``easy`` (class colours), ``hard`` (colour says nothing) or ``parts`` (the class lives in a
+    small part of a body shared by all classes; 1-9 instances); see the module text.
 
     ``out`` must be new, empty or an earlier output of this function (which is replaced).
     ``classes.txt`` is written last, so its presence marks a complete dataset.

@@ -1,0 +1,265 @@
+"""The per-stage microscope of a run (issue 16): what every stage of every round got right, measured against
+the train split's ground truth, one markdown table per round.
+
+Benchmarks only: this reads the train split's masks and boxes (``open_ground_truth``), which the stages never
+do; it only reads the run's artifacts (and, for the CAM/PSA rows, re-runs round 1's classifier and AffinityNet
+in eval mode on the train split). Rows:
+
+* classifier: val mAP of round 1's classifier (``cues_quality.classification_map``);
+* peaks (``peaks.json``; later rounds reuse round 1's): precision (a peak inside an instance of its class),
+  recall (instances with >= 1 peak of their class), instances with 2+ peaks, peaks per image, peaks scoring <= 0;
+* semantic maps, mIoU (background + classes, VOID ignored; ``cues_quality.Confusion``) against
+  SegmentationClass of the train split: CAM (argmax of [(1 - max CAM)^rw_bg_power, CAMs]) and PSA (argmax of
+  the random-walk map O), round 1 only; the SS branch's training labels (PSA's confident labels in round 1,
+  the union of confident IS masks later; accuracy / coverage of the labelled pixels too) and argmax S;
+* proposals: recall@0.5 (instances with a proposal of IoU >= 0.5, ``box_quality.peak_and_bag_diagnostics``);
+  bags (``stages.round_bags``): bag recall = bags holding a proposal of IoU >= 0.5 with their source's
+  instance (round 1: the instance of the bag's class under the peak; later: the instance of the bag's class
+  best overlapping the predicted box; a bag without one counts as a miss), and instances covered by such a bag;
+* MIL boxes, CCGR boxes, pseudo masks as label sets (``wsis_core.evaluation.label_set_quality``: one-to-one
+  VOC matching at IoU 0.5; precision, recall, mean IoU of the matched) and their mAP^b_0.5 / mAP^r_0.5
+  (``wsis_core.evaluation.evaluate``); images left without a pseudo label;
+* later rounds: the previous IS model's train-split predictions kept as this round's cues (``cue_instances.json``,
+  with the fallback labels of images that had none) as a mask label set;
+* IS branch: the round's val metrics (``metrics.json``) and the stage wall times.
+
+    PYTHONPATH=. python bench/stage_report.py --run /tmp/run --data /tmp/parts --out bench/results/stage_report.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.ops import box_iou
+
+from box_quality import as_results, ccgr_movement, gt_boxes, peak_and_bag_diagnostics
+from cues_quality import Confusion, Timer, cam_and_psa_labels, classification_map, confident_accuracy, miou, \
+    peak_counts, semantic_ground_truth
+from reporting import report_header, write_report
+from wsis_core import stages
+from wsis_core.affinity import AffinityNet
+from wsis_core.checkpoint import load_checkpoint
+from wsis_core.data.convert import ground_truth_to_coco
+from wsis_core.data.dataset import open_ground_truth
+from wsis_core.data.guard import weak_supervision
+from wsis_core.device import resolve_device
+from wsis_core.evaluation import evaluate, label_set_quality
+from wsis_core.rounds import RoundContext, read_config, stage_done, stage_seconds
+
+NOT_RUN = "n/a"
+
+
+class TrainTruth:
+    """The train split's ground truth, read once: COCO dict, semantic maps and (class, mask) instances per image
+    (in the dataset's image order), and boxes per (image id, class)."""
+
+    def __init__(self, data: str, split: str):
+        self.coco = ground_truth_to_coco(open_ground_truth(data, split))
+        self.semantic, self.instances = semantic_ground_truth(Path(data), split)
+        self.boxes = gt_boxes(self.coco)
+
+
+# ------------------------------------------------------------------------------------------- metrics
+def bag_recall(ctx: RoundContext, bags: dict, truth: TrainTruth) -> tuple[float, float, int]:
+    """(bags holding a proposal of IoU >= 0.5 with their source's instance, instances covered by such a bag,
+    bags). Round 1: the source's instance is the instance of the bag's class under the peak; later rounds:
+    the instance of the bag's class that best overlaps the predicted box."""
+    proposals = stages.proposal_source(ctx)
+    good = n_bags = 0
+    covered = set()
+    for position, info in enumerate(ctx.train_set.images):
+        image_bags = bags.get(info.id, [])
+        if not image_bags:
+            continue
+        boxes = torch.as_tensor(proposals.proposals_for(info.id)[0], dtype=torch.float64).reshape(-1, 4)
+        instances = truth.instances[position]
+        for bag in image_bags:
+            n_bags += 1
+            target = _source_instance(bag, instances)
+            if target is None:
+                continue
+            ys, xs = np.nonzero(instances[target][1])
+            instance_box = torch.tensor([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=torch.float64)
+            if bool((box_iou(boxes[bag.proposal_indices], instance_box) >= 0.5).any()):
+                good += 1
+                covered.add((info.id, target))
+    return good / max(n_bags, 1), len(covered) / max(len(truth.coco["annotations"]), 1), n_bags
+
+
+def _source_instance(bag, instances) -> int | None:
+    """Index of the ground-truth instance a bag was built for (see :func:`bag_recall`), or None."""
+    if len(bag.source) == 2:
+        x, y = (int(v) for v in bag.source)
+        hits = [j for j, (c, m) in enumerate(instances) if c == bag.label and m[y, x]]
+        return hits[-1] if hits else None  # the mask under the peak (masks are disjoint)
+    same = [j for j, (c, _) in enumerate(instances) if c == bag.label]
+    if not same:
+        return None
+    source = torch.tensor([bag.source], dtype=torch.float64)
+    boxes = []
+    for j in same:
+        ys, xs = np.nonzero(instances[j][1])
+        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    iou = box_iou(source, torch.tensor(boxes, dtype=torch.float64))[0]
+    return same[int(iou.argmax())] if float(iou.max()) > 0 else None
+
+
+def label_set_rows(name: str, truth: TrainTruth, annotations: list[dict] | None, iou_type: str) -> list[tuple]:
+    """Rows of one label set: precision / recall at IoU 0.5, mean IoU of the matched, mAP at 0.5, count."""
+    if annotations is None:
+        return [(name, "label set", NOT_RUN)]
+    quality = label_set_quality(truth.coco, as_results(annotations, with_masks=iou_type == "segm"), iou_type)
+    metrics = evaluate(truth.coco, as_results(annotations, with_masks=iou_type == "segm")) if annotations else {}
+    key, kind = ("mAP_r@0.5", "mask") if iou_type == "segm" else ("mAP_b@0.5", "box")
+    images = len({a["image_id"] for a in annotations})
+    return [
+        (name, f"labels (per image; images with none)",
+         f"{len(annotations)} ({len(annotations) / max(len(truth.coco['images']), 1):.1f}; "
+         f"{len(truth.coco['images']) - images})"),
+        (name, f"precision / recall at {kind} IoU 0.5", f"{_f(quality['precision'], 3)} / {_f(quality['recall'], 3)}"),
+        (name, "mean IoU of matched", _f(quality["matched_iou"], 3)),
+        (name, f"{key} (train)", _f(metrics.get(key))),
+    ]
+
+
+def _f(value, digits: int = 1) -> str:
+    return NOT_RUN if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _annotations(ctx: RoundContext, name: str) -> list[dict] | None:
+    path = ctx.work.path(name)
+    return ctx.work.read_json(name)["annotations"] if path.exists() else None
+
+
+# -------------------------------------------------------------------------------------------- rounds
+def cue_rows(ctx: RoundContext, truth: TrainTruth, device, val_map: float) -> list[tuple]:
+    """Classifier, peaks and the semantic maps of one round."""
+    n = len(ctx.config.classes)
+    rows = [("classifier", "val mAP (round 1's classifier)", _f(val_map, 3))]
+    if ctx.work.path(stages.PEAKS).exists():
+        peaks = ctx.work.read_json(stages.PEAKS)
+        per_image = [peaks[str(info.id)] for info in ctx.train_set.images]
+        counts = peak_counts(per_image, truth.instances)
+        rows += [
+            ("peaks", "precision / recall", f"{counts['precision']:.3f} / {counts['recall']:.3f}"),
+            ("peaks", "instances with 2+ peaks", f"{counts['multi']:.3f}"),
+            ("peaks", "peaks per image (instances per image); scoring <= 0",
+             f"{counts['per_image']:.1f} ({len(truth.coco['annotations']) / max(len(per_image), 1):.1f}); "
+             f"{counts['non_positive']:.3f}"),
+        ]
+    if ctx.number == 1 and stage_done(ctx.work, "cues"):
+        classifier = stages.round_classifier(ctx)
+        affinity = AffinityNet(copy.deepcopy(classifier.backbone))
+        affinity.load_state_dict(load_checkpoint(ctx.work.require(stages.AFFINITY)).state_dict)
+        own = (ctx.profile.rw_bg_power, ctx.profile.rw_t)
+        with weak_supervision():
+            cam, psa, _, _ = cam_and_psa_labels(classifier, affinity, ctx.train_set, ctx.profile, device, [own],
+                                                Timer(device))
+        rows += [("semantic", "CAM mIoU (train)", f"{miou(cam[own], truth.semantic, n):.3f}"),
+                 ("semantic", "PSA mIoU (argmax O, train)", f"{miou(psa[own], truth.semantic, n):.3f}")]
+    stems = [Path(info.file_name).stem for info in ctx.train_set.images]
+    if stage_done(ctx.work, "cues"):
+        labels = [ctx.work.read_label(stages.SEMANTIC_LABELS, s) for s in stems]
+        accuracy, cover = confident_accuracy(labels, truth.semantic)
+        rows.append(("semantic", "SS training labels: mIoU; accuracy / coverage of labelled pixels",
+                     f"{miou(labels, truth.semantic, n):.3f}; {accuracy:.3f} / {cover:.3f}"))
+    if stage_done(ctx.work, "ss"):
+        confusion = Confusion(n)
+        for stem, semantic in zip(stems, truth.semantic):
+            confusion.add(ctx.work.read_scores(stages.SCORE_MAPS, stem).argmax(axis=0), semantic)
+        rows.append(("semantic", "SS mIoU (argmax S, train)", f"{confusion.miou():.3f}"))
+    return rows
+
+
+def box_rows(ctx: RoundContext, truth: TrainTruth) -> list[tuple]:
+    """Proposals, bags, MIL and CCGR boxes, pseudo masks and (later rounds) the IS predictions kept as cues."""
+    rows = []
+    if stage_done(ctx.work, "proposals") and stage_done(ctx.work, "cues"):
+        with weak_supervision():
+            bags = stages.round_bags(ctx, stages.proposal_source(ctx), None)
+        diagnostics = peak_and_bag_diagnostics(ctx, truth.coco, bags)
+        recall, covered, n_bags = bag_recall(ctx, bags, truth)
+        rows += [("proposals", "recall@0.5", f"{diagnostics['ss_recall@0.5']:.3f}"),
+                 ("bags", "bag recall (bags; instances covered)", f"{recall:.3f} ({n_bags}; {covered:.3f})")]
+    if ctx.number > 1 and ctx.work.path(stages.CUE_INSTANCES).exists():
+        kept = ctx.work.read_json(stages.CUE_INSTANCES)
+        rows += label_set_rows("IS cues", truth, [p for image in kept.values() for p in image], "segm")
+    mil, ccgr = _annotations(ctx, stages.MIL_BOXES), _annotations(ctx, stages.CCGR_BOXES)
+    rows += label_set_rows("MIL boxes", truth, mil, "bbox")
+    rows += label_set_rows("CCGR boxes", truth, ccgr, "bbox")
+    if mil and ccgr:
+        moved = ccgr_movement(mil, ccgr)
+        rows.append(("CCGR boxes", "moved > 0.5 px; mean IoU(MIL, CCGR)",
+                     f"{moved['moved']:.3f}; {moved['mean_iou_before_after']:.3f}"))
+    rows += label_set_rows("pseudo masks", truth, _annotations(ctx, stages.PSEUDO_LABELS), "segm")
+    return rows
+
+
+def is_rows(ctx: RoundContext) -> list[tuple]:
+    metrics = ctx.work.read_json(stages.METRICS) if ctx.work.path(stages.METRICS).exists() else {}
+    seconds = stage_seconds(ctx.work, ctx.config.stages)
+    return [
+        ("IS branch", "val mAP_r@0.25 / 0.5 / 0.75",
+         " / ".join(_f(metrics.get(k)) for k in ("mAP_r@0.25", "mAP_r@0.5", "mAP_r@0.75"))),
+        ("IS branch", "val mAP_b@0.5", _f(metrics.get("mAP_b@0.5"))),
+        ("run", "stage seconds", ", ".join(f"{s} {v:.0f}" for s, v in seconds.items()) or NOT_RUN),
+    ]
+
+
+def round_table(ctx: RoundContext, truth: TrainTruth, device, val_map: float) -> str:
+    rows = cue_rows(ctx, truth, device, val_map) + box_rows(ctx, truth) + is_rows(ctx)
+    lines = [f"## Round {ctx.number}", "", "| stage | measure | value |", "|---|---|---|"]
+    lines += [f"| {stage} | {measure} | {value} |" for stage, measure, value in rows]
+    return "\n".join(lines) + "\n"
+
+
+def rounds_of(run: Path) -> list[int]:
+    return sorted(int(p.name.split("_")[1]) for p in run.glob("round_*") if p.name.split("_")[1].isdigit())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="run folder of `wsis train`")
+    parser.add_argument("--data", required=True, help="the run's dataset (its train split's ground truth is read)")
+    parser.add_argument("--rounds", help="comma-separated rounds (default: every round folder)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--notes-file", help="markdown appended to the report as its Notes section")
+    parser.add_argument("--out", help="also write the report here")
+    args = parser.parse_args()
+    run = Path(args.run)
+    config = read_config(run)
+    if config.supervision != "weak":
+        parser.error(f"{run}: a {config.supervision}-supervision run has no weak stages to look at")
+    config = type(config).from_dict({**config.to_dict(), "data": str(Path(args.data))})
+    numbers = [int(k) for k in args.rounds.split(",")] if args.rounds else rounds_of(run)
+    if not numbers:
+        parser.error(f"{run}: no round folders")
+    device = resolve_device(args.device)
+    truth = TrainTruth(config.data, config.train_split)
+    first = RoundContext(run, 1, config, device)
+    val_map = classification_map(stages.round_classifier(first), first.val_set, first.profile, device) \
+        if stage_done(first.work, "cues") else None
+    header = report_header(args, device)
+    tables = [round_table(RoundContext(run, k, config, device), truth, device, val_map) for k in numbers]
+    text = "\n".join([
+        "<!-- " + header["command"] + " -->", "", f"# Stage report of `{run}`", "",
+        f"{header['date']}; {header['machine']}. Data `{args.data}` ({len(first.train_set)} train images, "
+        f"{len(truth.coco['annotations'])} instances); profile `{config.profile}`"
+        + (f" with {config.overrides}" if config.overrides else "") + f", seed {config.seed}, "
+        f"ccgr {config.ccgr}, box source {config.box_source}. Train-split ground truth read by this report only.", "",
+        *tables,
+        *(["## Notes", "", header["notes"], ""] if header["notes"] else []),
+    ])
+    if args.out:
+        write_report(text, args.out)
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()

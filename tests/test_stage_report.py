@@ -1,0 +1,97 @@
+"""bench/stage_report.py, the per-stage microscope, on a tiny 2-round run of the real stages: one table per
+round with every row of issue 16, the numbers in range and consistent with the run's own files."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import stage_report  # noqa: E402
+from tiny_overrides import TINY_OVERRIDES  # noqa: E402
+from wsis_core.data.dataset import open_weak_dataset  # noqa: E402
+from wsis_core.data.synth import generate_dataset  # noqa: E402
+from wsis_core.io import read_json  # noqa: E402
+from wsis_core.rounds import RunConfig, run_rounds  # noqa: E402
+
+ROUND_1_ROWS = [
+    "val mAP (round 1's classifier)", "precision / recall", "instances with 2+ peaks", "CAM mIoU (train)",
+    "PSA mIoU (argmax O, train)", "SS mIoU (argmax S, train)", "recall@0.5", "bag recall (bags; instances covered)",
+    "precision / recall at box IoU 0.5", "mean IoU of matched", "mAP_b@0.5 (train)", "precision / recall at mask IoU 0.5",
+    "mAP_r@0.5 (train)", "val mAP_r@0.25 / 0.5 / 0.75", "val mAP_b@0.5",
+]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stage_report")
+    data, run = root / "data", root / "run"
+    generate_dataset(data, n_train=8, n_val=4, size=96, seed=1, difficulty="parts")
+    classes = tuple(open_weak_dataset(data, "train").classes)
+    run_rounds(run, RunConfig(data=str(data), classes=classes, overrides=dict(TINY_OVERRIDES)), 2, torch.device("cpu"))
+    out = root / "report.md"
+    argv = sys.argv
+    sys.argv = ["stage_report.py", "--run", str(run), "--data", str(data), "--out", str(out)]
+    try:
+        stage_report.main()
+    finally:
+        sys.argv = argv
+    return run, out.read_text()
+
+
+def _table(text: str, number: int) -> dict[tuple[str, str], str]:
+    section = text.split(f"## Round {number}\n", 1)[1].split("## ", 1)[0]
+    rows = re.findall(r"^\| ([^|]+) \| ([^|]+) \| ([^|]+) \|$", section, flags=re.M)
+    return {(stage, measure): value for stage, measure, value in rows if stage != "stage" and stage != "---"}
+
+
+def _numbers(value: str) -> list[float]:
+    return [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", value)]
+
+
+def test_one_table_per_round_with_every_row(report):
+    _, text = report
+    assert text.count("## Round ") == 2
+    first, second = _table(text, 1), _table(text, 2)
+    measures = {measure for _, measure in first}
+    assert set(ROUND_1_ROWS) <= measures
+    for stage in ("MIL boxes", "CCGR boxes", "pseudo masks"):
+        assert (stage, "mean IoU of matched") in first and (stage, "mean IoU of matched") in second
+    assert ("IS cues", "precision / recall at mask IoU 0.5") in second  # later rounds: the kept IS predictions
+    assert ("semantic", "CAM mIoU (train)") not in second  # CAM/PSA are round 1's cues
+
+
+def test_fractions_are_fractions_and_metrics_match_the_run(report):
+    run, text = report
+    for number in (1, 2):
+        table = _table(text, number)
+        for (stage, measure), value in table.items():
+            if "precision / recall" in measure or "mIoU" in measure:
+                assert all(0 <= v <= 1 for v in _numbers(value.split(";")[0])), (stage, measure, value)
+        metrics = read_json(run / f"round_{number}" / "metrics.json")
+        assert _numbers(table["IS branch", "val mAP_b@0.5"]) == [round(metrics["mAP_b@0.5"], 1)]
+        pseudo = read_json(run / f"round_{number}" / "pseudo_labels.json")["annotations"]
+        assert _numbers(table["pseudo masks", "labels (per image; images with none)"])[0] == len(pseudo)
+
+
+def test_bag_recall_finds_the_instance_under_the_peak():
+    import numpy as np
+
+    mask = np.zeros((20, 20), bool)
+    mask[2:10, 2:10] = True
+    other = np.zeros((20, 20), bool)
+    other[12:18, 12:18] = True
+    instances = [(1, mask), (2, other), (1, other)]
+
+    class Bag:
+        def __init__(self, label, source):
+            self.label, self.source = label, source
+
+    assert stage_report._source_instance(Bag(1, (5.0, 5.0)), instances) == 0
+    assert stage_report._source_instance(Bag(2, (5.0, 5.0)), instances) is None  # no class-2 instance there
+    assert stage_report._source_instance(Bag(1, (11.0, 11.0, 19.0, 19.0)), instances) == 2  # best overlapping box
