@@ -23,13 +23,7 @@ def tagged_folder(synth_dataset, tmp_path_factory) -> Path:
                                with_ground_truth=False)
 
 
-def zip_of(folder: Path, prefix: str = "") -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                archive.write(path, prefix + path.relative_to(folder).as_posix())
-    return buffer.getvalue()
+zip_of = harness.zip_folder
 
 
 def with_entry(archive_bytes: bytes, name: str, data: bytes = b"x", mode: int | None = None) -> bytes:

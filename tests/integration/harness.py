@@ -6,6 +6,7 @@ Importable as ``integration.harness`` (``tests/`` is on the import path under py
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -32,6 +34,16 @@ FAKE_BACKEND = "integration.fake_rounds"
 POSTGRES_URL = os.environ.get("WSIS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("WSIS_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 ACTIVE = ("queued", "running")
+
+
+def zip_folder(folder: Path, prefix: str = "") -> bytes:
+    """Every file under ``folder`` in a zip archive (names relative to ``folder``, after ``prefix``)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, prefix + path.relative_to(folder).as_posix())
+    return buffer.getvalue()
 
 
 def data_root_with(tmp_path: Path, dataset: Path) -> Path:

@@ -4,9 +4,6 @@ computed instead of showing an empty chart (same set-up as test_browser.py)."""
 
 from __future__ import annotations
 
-import io
-import zipfile
-
 from integration import harness
 from integration.test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, TOKEN, require_browser
 from wsis_core.data.convert import write_tagged_folder
@@ -17,12 +14,7 @@ def test_a_zip_uploaded_from_the_page_registers_a_tags_only_dataset(tmp_path, mo
     expect = sync_api.expect
     tags = write_tagged_folder(synth_dataset, tmp_path / "tags", ["train", "val"], with_ground_truth=False)
     archive = tmp_path / "tags.zip"
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zipped:
-        for path in sorted(tags.rglob("*")):
-            if path.is_file():
-                zipped.write(path, path.relative_to(tags).as_posix())
-    archive.write_bytes(buffer.getvalue())
+    archive.write_bytes(harness.zip_folder(tags))
     settings = harness.service_settings(monkeypatch, tmp_path, tmp_path / "data",
                                         **harness.embedded_service_urls(tmp_path), api_token=TOKEN)
     with harness.api_server(settings, tmp_path / "api.log", harness.free_port()) as (_, api), \

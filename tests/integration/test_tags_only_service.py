@@ -3,9 +3,6 @@ on a real worker (embedded SQLite database and broker, as ``make run``), round 2
 
 from __future__ import annotations
 
-import io
-import zipfile
-
 from pycocotools.coco import COCO
 
 from integration import harness
@@ -19,17 +16,12 @@ NO_GROUND_TRUTH = "no ground truth for split val: metrics not computed"
 def test_upload_and_two_rounds_without_any_mask(tmp_path, monkeypatch):
     generate_dataset(tmp_path / "voc", n_train=10, n_val=4, size=64, seed=5)
     tags = write_tagged_folder(tmp_path / "voc", tmp_path / "tags", ["train", "val"], with_ground_truth=False)
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w") as zipped:
-        for path in sorted(tags.rglob("*")):
-            if path.is_file():
-                zipped.write(path, path.relative_to(tags).as_posix())
     settings = harness.service_settings(monkeypatch, tmp_path, tmp_path / "data", stage_backend="wsis_core.rounds",
                                         **harness.embedded_service_urls(tmp_path))
     log = tmp_path / "worker.log"
     with harness.api_client(settings) as client, harness.celery_worker(settings, log):
         uploaded = client.post("/api/datasets/upload", data={"name": "tags"},
-                               files={"file": ("tags.zip", archive.getvalue(), "application/zip")})
+                               files={"file": ("tags.zip", harness.zip_folder(tags), "application/zip")})
         assert uploaded.status_code == 201, uploaded.text
         dataset = uploaded.json()
         assert dataset["ground_truth"]["val"]["ground_truth"] is False

@@ -115,6 +115,10 @@ class SplitSummary:
     images: int
     with_ground_truth: int
 
+    @classmethod
+    def of(cls, truth: GroundTruth) -> SplitSummary:
+        return cls(truth.total, len(truth.images))
+
     def to_dict(self) -> dict:
         return {"images": self.images, "with_ground_truth": self.with_ground_truth,
                 "ground_truth": self.with_ground_truth > 0}
@@ -159,8 +163,7 @@ def open_ground_truth(data: str | Path, split: str) -> GroundTruth:
 
 def summarize_split(data: str | Path, split: str) -> SplitSummary:
     """Size of a split and the number of its images with ground truth (registration, summaries)."""
-    gt = open_ground_truth(data, split)
-    return SplitSummary(gt.total, len(gt.images))
+    return SplitSummary.of(open_ground_truth(data, split))
 
 
 def open_image_folder(folder: str | Path) -> WeakDataset:

@@ -21,7 +21,7 @@ from services.api.models import Dataset
 from services.api.paths import OutsideRootError, UnresolvablePathError, relative_inside, resolve_inside
 from services.api.schemas import UPLOAD_NAME_PATTERN, DatasetCreate, DatasetOut
 from services.api.settings import Settings
-from wsis_core.data.dataset import dataset_splits, summarize_split
+from wsis_core.data.dataset import SplitSummary, dataset_splits, open_ground_truth
 from wsis_core.errors import WsisInputError
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -32,17 +32,14 @@ UPLOADS_FOLDER = "uploads"
 
 
 def _inspect(root: Path, train_split: str, val_split: str, val_named: bool) -> tuple[str | None, dict, list[str]]:
-    """Read the dataset's splits (train's images, labels and classes; val's, where it exists): the val
-    split to store (None: the default ``val`` is absent, so rounds run without evaluation), the
+    """Read the dataset's splits once each (train's images, labels and classes; val's, where it exists): the
+    val split to store (None: the default ``val`` is absent, so rounds run without evaluation), the
     ground-truth report per split and the classes. WsisInputError on an unreadable dataset."""
-    from wsis_core.data.dataset import open_weak_dataset
-
-    train = open_weak_dataset(root, train_split)
-    report = {"train": summarize_split(root, train_split).to_dict()}
+    train = open_ground_truth(root, train_split)  # reads the weak view too: every image, every label
+    report = {"train": SplitSummary.of(train).to_dict()}
     if not val_named and val_split not in dataset_splits(root):
         return None, {**report, "val": None}, list(train.classes)
-    open_weak_dataset(root, val_split)
-    return val_split, {**report, "val": summarize_split(root, val_split).to_dict()}, list(train.classes)
+    return val_split, {**report, "val": SplitSummary.of(open_ground_truth(root, val_split)).to_dict()}, list(train.classes)
 
 
 def register(session: Session, settings: Settings, name: str, root: Path, train_split: str, val_split: str,
