@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from wsis_core.bags import Bag
-from wsis_core.mil import WSDDNHead, bag_scores, mil_loss, pack_bags, select_boxes, train_mil
+from wsis_core.mil import MILBox, WSDDNHead, bag_scores, distinct_boxes, mil_loss, pack_bags, select_boxes, train_mil
 
 LN2, LN3 = math.log(2), math.log(3)
 
@@ -153,3 +153,11 @@ def test_train_mil_lowers_the_loss_and_select_boxes_picks_the_argmax():
         assert box.score == pytest.approx(real.max().item())
         assert box.proposal_index == indices[b, real.argmax()].item()
         assert box.box == tuple(FixedProposals.BOXES[box.proposal_index].tolist())
+
+
+def test_distinct_boxes_keeps_the_best_of_overlapping_same_class_boxes():
+    boxes = [MILBox(1, 1, (0, 0, 10, 10), 0.4, 0), MILBox(1, 1, (1, 0, 11, 10), 0.9, 1),
+             MILBox(1, 2, (1, 0, 11, 10), 0.2, 2), MILBox(1, 1, (30, 30, 40, 40), 0.1, 3)]
+    assert distinct_boxes(boxes, 0.5) == [1, 2, 3]  # box 0 overlaps the better box 1 of its class; other class stays
+    assert distinct_boxes(boxes, 1.0) == [0, 1, 2, 3]  # the paper's one box per bag
+    assert distinct_boxes([], 0.5) == []

@@ -53,6 +53,14 @@ def test_global_maximum_is_always_a_peak():
     assert len(local_peaks(flat, torch.tensor([[True]]), 3, 0.5)[0]) == 1
 
 
+def test_min_score_drops_non_positive_maxima_but_keeps_each_present_class_maximum():
+    maps = (_bumps(9, 9, [(1, 1, 2.0), (7, 7, 1.8)]) - 1.9)[None, None]  # responses 0.1 and -0.1
+    assert len(local_peaks(maps, torch.tensor([[True]]), 3, 0.5)[0]) == 2
+    assert [(p.y, p.x) for p in local_peaks(maps, torch.tensor([[True]]), 3, 0.5, min_score=0.0)[0]] == [(1, 1)]
+    below = maps - 1.0  # every response negative: the global maximum still gives the class its bag
+    assert [(p.y, p.x) for p in local_peaks(below, torch.tensor([[True]]), 3, 0.5, min_score=0.0)[0]] == [(1, 1)]
+
+
 def test_cell_to_pixel_mapping():
     assert to_image_coordinate(0, 10, 160) == 8
     assert to_image_coordinate(9, 10, 160) == 152

@@ -16,7 +16,9 @@ All bags of an image go through one forward pass: bags are padded to a common R 
 (:func:`pack_bags`), each proposal used by any bag is pooled once, and sigma_det is a masked
 softmax, so padding gets zero weight. Training is per image (all its bags in one step) with the
 shared Adam loop :func:`wsis_core.backbone.fit` (paper: lr 1e-4, weight decay 1e-4). The MIL box of
-a bag is its proposal with the highest x^B for the bag's class.
+a bag is its proposal with the highest x^B for the bag's class. Several peaks of one object give several
+bags whose boxes are the same object: :func:`distinct_boxes` keeps one of them (class-wise NMS, as every
+detector's output; the paper's one box per bag is ``nms_iou=1``).
 
 The backbone is any module mapping ``transform(image)`` [1, 3, H', W'] to one feature map
 [1, Cf, h, w] covering the whole image (wrap a multi-level backbone to pick a level); proposal boxes
@@ -33,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import roi_align
+from torchvision.ops import batched_nms, roi_align
 
 from wsis_core.backbone import Schedule, fit
 from wsis_core.bags import Bag
@@ -129,6 +131,18 @@ class MILBox:
     box: tuple[float, float, float, float]
     score: float  # x^B of that proposal and class (sigma_cls * sigma_det)
     proposal_index: int
+
+
+def distinct_boxes(boxes: list[MILBox], nms_iou: float) -> list[int]:
+    """Indices (ascending) of the boxes of one image left after class-wise non-maximum suppression: of two
+    boxes of one class overlapping by IoU > ``nms_iou`` the lower-scoring goes (``nms_iou >= 1``: all stay)."""
+    if nms_iou >= 1 or len(boxes) < 2:
+        return list(range(len(boxes)))
+    kept = batched_nms(
+        torch.tensor([b.box for b in boxes], dtype=torch.float32), torch.tensor([b.score for b in boxes]),
+        torch.tensor([b.label for b in boxes]), nms_iou,
+    )
+    return sorted(kept.tolist())
 
 
 def _image_scores(backbone, head, dataset, index: int, bags: list[Bag], proposals, device, transform):

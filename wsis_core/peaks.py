@@ -4,8 +4,10 @@ The paper's MIL branch takes each peak of a present class's response map as a ba
 optimization and its initialization"): "an object instance often covers a peak in the classifier
 response map". A peak is a local maximum over a ``window x window`` neighbourhood (PRM: 3x3) found by
 comparing the map with its max-pooled self, kept when it reaches ``threshold`` of the map's range
-(``(value - min) / (max - min)``, i.e. the fraction of the map's maximum for a rectified map). The
-global maximum of every present class is always a peak, so every present class gets at least one bag.
+(``(value - min) / (max - min)``, i.e. the fraction of the map's maximum for a rectified map) and, when
+``min_score`` is given, when its response is above it: a response at or below 0 is evidence against the class
+(PRM keeps only peaks of the rectified map). The global maximum of every present class is always a peak, so
+every present class gets at least one bag.
 """
 
 from __future__ import annotations
@@ -28,13 +30,19 @@ class Peak(NamedTuple):
     score: float  # response value at the peak
 
 
-def local_peaks(maps: torch.Tensor, present: torch.Tensor, window: int, threshold: float) -> list[list[Peak]]:
-    """Peaks of the maps [B, C, h, w] of the present classes (bool [B, C]), per image, best first."""
+def local_peaks(
+    maps: torch.Tensor, present: torch.Tensor, window: int, threshold: float, min_score: float | None = None
+) -> list[list[Peak]]:
+    """Peaks of the maps [B, C, h, w] of the present classes (bool [B, C]), per image, best first; with
+    ``min_score``, only responses above it (besides each present class's global maximum)."""
     pooled = F.max_pool2d(maps, kernel_size=window, stride=1, padding=window // 2)
     flat = maps.flatten(2)
     low, high = flat.amin(-1), flat.amax(-1)
     relative = (maps - low[..., None, None]) / (high - low).clamp_min(1e-12)[..., None, None]
-    is_peak = ((maps == pooled) & (relative >= threshold)).flatten(2)
+    is_peak = (maps == pooled) & (relative >= threshold)
+    if min_score is not None:
+        is_peak &= maps > min_score
+    is_peak = is_peak.flatten(2)
     is_peak.scatter_(2, flat.argmax(-1, keepdim=True), True)
     is_peak &= present.to(maps.device)[..., None]
     b, c, pos = is_peak.nonzero(as_tuple=True)
@@ -73,7 +81,9 @@ def find_peaks(
     ):
         maps = classifier.response_maps(images)
         h, w = maps.shape[-2:]
-        per_image = local_peaks(maps, present_classes(dataset, positions), profile.peak_window, profile.peak_threshold)
+        per_image = local_peaks(
+            maps, present_classes(dataset, positions), profile.peak_window, profile.peak_threshold, profile.peak_min_score
+        )
         for peaks, (height, width) in zip(per_image, sizes):
             results.append(
                 [

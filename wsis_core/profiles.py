@@ -58,6 +58,7 @@ class Profile:
     cls_max_scale: float = 1.0
     peak_window: int = 3  # odd side of the local-maximum window, in response-map cells (PRM: 3)
     peak_threshold: float = 0.5  # a peak must reach this fraction of its map's range
+    peak_min_score: float | None = 0.0  # a peak's response must exceed this (None: any, as before issue 16)
     # PSA seeds from normalised CAMs. PSA's background (1 - max CAM)^alpha with alpha 4 / 32 marks a
     # pixel foreground / background exactly where max CAM > 0.28 / < 0.08, hence these defaults.
     cam_fg_threshold: float = 0.28
@@ -80,6 +81,7 @@ class Profile:
     seg_lr: float = 3e-4
     seg_weight_decay: float = 1e-4
     psp_bins: tuple[int, ...] = (1, 2, 3, 6)
+    seg_image_classes: bool = True  # S of a train image over background + its labelled classes (False: all classes)
     # Proposals (selective search; MCG files can be given instead) and bags (Eq. 4).
     proposal_max: int = 2000
     proposal_workers: int = 2
@@ -91,6 +93,7 @@ class Profile:
     mil_weight_decay: float = 1e-4
     mil_feature_stage: int = 2  # backbone stage (0-3) whose features ROIAlign pools
     mil_hidden: int = 256
+    mil_nms_iou: float = 0.5  # of two MIL boxes of one class overlapping more, the weaker goes (1: keep all, paper)
     # CCGR (Eq. 3) and pseudo instance labels.
     ccgr_iters: int = 200
     ccgr_lr: float | None = None  # None: 1 % of the map's longer side per iteration
@@ -164,7 +167,7 @@ class Profile:
         _require(self.ccgr_lr is None or self.ccgr_lr > 0, "ccgr_lr", self.ccgr_lr, "positive or none")
         for name in ("mil_lr", "is_lr", "ccgr_context_scale"):
             _require(getattr(self, name) > 0, name, getattr(self, name), "positive")
-        for name in ("crop_threshold", "is_score_threshold", "is_label_score"):
+        for name in ("crop_threshold", "is_score_threshold", "is_label_score", "mil_nms_iou"):
             _require(0 <= getattr(self, name) <= 1, name, getattr(self, name), "between 0 and 1")
         _require(self.ccgr_context_scale > 1, "ccgr_context_scale", self.ccgr_context_scale, "greater than 1")
         _require(self.ccgr_gap in ("ring", "paper"), "ccgr_gap", self.ccgr_gap, "ring or paper")
@@ -185,13 +188,13 @@ _HINTS = typing.get_type_hints(Profile)
 MAXIMA: dict[str, float] = {
     "output_stride": 32, "input_size": 2048, "seed": 2**31 - 1, "infer_batch_size": 1024, "epoch_images": 10**7,
     "cls_epochs": 1000, "cls_batch_size": 1024, "cls_lr": 10.0, "cls_weight_decay": 1.0, "cls_lse_r": 1000.0,
-    "cls_min_scale": 8.0, "cls_max_scale": 8.0, "peak_window": 63, "peak_threshold": 1.0,
+    "cls_min_scale": 8.0, "cls_max_scale": 8.0, "peak_window": 63, "peak_threshold": 1.0, "peak_min_score": 1000.0,
     "cam_fg_threshold": 1.0, "cam_bg_threshold": 1.0,
     "aff_epochs": 1000, "aff_batch_size": 1024, "aff_lr": 10.0, "aff_weight_decay": 1.0, "aff_radius": 64,
     "rw_beta": 1000.0, "rw_t": 4096, "rw_bg_power": 1000.0, "label_min_score": 1.0,
     "seg_epochs": 1000, "seg_batch_size": 1024, "seg_lr": 10.0, "seg_weight_decay": 1.0, "psp_bins": 64,
     "proposal_max": 100_000, "proposal_workers": 64, "mil_top_k": 10_000, "mil_lambda": 1000.0,
-    "mil_epochs": 1000, "mil_lr": 10.0, "mil_weight_decay": 1.0, "mil_feature_stage": 3, "mil_hidden": 8192,
+    "mil_epochs": 1000, "mil_lr": 10.0, "mil_weight_decay": 1.0, "mil_feature_stage": 3, "mil_hidden": 8192, "mil_nms_iou": 1.0,
     "ccgr_iters": 10_000, "ccgr_lr": 1000.0, "ccgr_context_scale": 10.0, "ccgr_chunk_images": 4096,
     "crop_threshold": 1.0, "min_instance_pixels": 10**8,
     "is_epochs": 1000, "is_batch_size": 256, "is_lr": 10.0, "is_weight_decay": 1.0, "is_min_size": 4096,

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsis_core.backbone import (
-    Backbone, Progress, backbone_for, branch_schedule, fit, iterate_images, load_batch, random_flip,
+    Backbone, Progress, backbone_for, branch_schedule, fit, iterate_images, load_batch, present_classes, random_flip,
 )
 from wsis_core.data.guard import weak_supervision
 from wsis_core.data.types import VOID
@@ -65,9 +65,19 @@ class SegmentationModel(nn.Module):
         return scores_at(self(images), images.shape[-2:])
 
 
-def scores_at(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Logits [B, K, h, w] bilinearly upsampled to ``size`` and turned into per-pixel class probabilities."""
-    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False).softmax(dim=1)
+def scores_at(logits: torch.Tensor, size: Sequence[int], present: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits [B, K, h, w] bilinearly upsampled to ``size`` and turned into per-pixel class probabilities;
+    with ``present`` (bool [B, K - 1]) over background and the present classes only (see
+    :func:`only_present_classes`)."""
+    logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+    return (logits if present is None else only_present_classes(logits, present)).softmax(dim=1)
+
+
+def only_present_classes(logits: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Logits [B, C + 1, h, w] with the channels of classes absent from each image (bool [B, C]) at -inf;
+    background (channel 0) stays."""
+    keep = torch.cat((present.new_ones(len(present), 1), present), dim=1)
+    return logits.masked_fill(~keep[:, :, None, None], float("-inf"))
 
 
 def build_segmentation_model(profile: Profile, num_classes: int, backbone: Backbone | None = None) -> SegmentationModel:
@@ -144,13 +154,20 @@ def predict_score_maps(
     on_progress: Progress = None,
 ) -> list[np.ndarray]:
     """Score maps S of the images (all, or those at ``indices``): float32 [C + 1, H, W] per image at
-    its original resolution, summing to 1 over classes at every pixel."""
+    its original resolution, summing to 1 over classes at every pixel. With ``profile.seg_image_classes``
+    the softmax runs over background and the image's own labelled classes only (the image-level labels
+    are the training supervision): a pixel another class would have taken goes to a class the image has
+    or to background, and the channels of absent classes are 0."""
     model = model.to(device).eval()
     indices = range(len(dataset)) if indices is None else indices
     results: list[np.ndarray] = []
-    for _, images, sizes in iterate_images(
+    for positions, images, sizes in iterate_images(
         dataset, indices, profile.input_size, profile.infer_batch_size, device, on_progress
     ):
         logits = model(images)
-        results.extend(scores_at(logits[b : b + 1], size)[0].float().cpu().numpy() for b, size in enumerate(sizes))
+        present = present_classes(dataset, positions).to(logits.device) if profile.seg_image_classes else None
+        results.extend(
+            scores_at(logits[b : b + 1], size, None if present is None else present[b : b + 1])[0].float().cpu().numpy()
+            for b, size in enumerate(sizes)
+        )
     return results

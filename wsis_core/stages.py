@@ -31,7 +31,7 @@ from wsis_core.errors import WsisInputError
 from wsis_core.evaluation import evaluate
 from wsis_core.io import read_json, write_json
 from wsis_core.instance_seg import load_mask_rcnn, mask_rcnn_for, predict_instances, train_instance_segmentation
-from wsis_core.mil import WSDDNHead, select_boxes, train_mil
+from wsis_core.mil import WSDDNHead, distinct_boxes, select_boxes, train_mil
 from wsis_core.peaks import find_peaks
 from wsis_core.proposals import PrecomputedProposals, ProposalStore, SelectiveSearchOptions, compute_proposals
 from wsis_core.pseudo_labels import make_instance_labels, semantic_label_from_instances, to_coco_annotations
@@ -264,9 +264,8 @@ def _mil_boxes(ctx: RoundContext, on_progress: Progress) -> list[dict]:
     save_checkpoint(ctx.work.path(MIL), torch.nn.ModuleList([backbone, head]), profile.to_dict(), ctx.config.classes)
     annotations = []
     for image_id, boxes in selected.items():
-        sources = {i: bag.source for i, bag in enumerate(bags[image_id])}
-        for index, box in enumerate(boxes):
-            source = sources[index]
+        for index in distinct_boxes(boxes, profile.mil_nms_iou):
+            box, source = boxes[index], bags[image_id][index].source
             peak = source if len(source) == 2 else ((source[0] + source[2]) / 2, (source[1] + source[3]) / 2)
             annotations.append(_box_annotation(len(annotations) + 1, image_id, box.label, box.box, box.score, peak))
     return annotations
