@@ -304,10 +304,10 @@ def markdown(results: dict[str, dict], args, command: str) -> str:
         for i, trial in enumerate(result["retries"]["trials"], start=1):
             lines.append(f"| {names[backend]} | {i} | {trial['before']} | {trial['accepted']} of {args.retries} "
                          f"| {', '.join(map(str, trial['codes']))} | {trial['after']} | {', '.join(trial['jobs'])} |")
-        lines.append("")
-        lines.append(f"{names[backend]}: the round failed with: `{result['retries']['failure']}`.")
-        lines.append("")
-    return "\n".join(lines) + "\n"
+    lines.append("")
+    for backend, result in results.items():
+        lines += [f"{names[backend]}: the round failed with `{result['retries']['failure']}`.", ""]
+    return "\n".join(lines)
 
 
 def main() -> None:

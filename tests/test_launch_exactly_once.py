@@ -1,4 +1,4 @@
-"""Launch and retry are atomic, a chain never runs past a stage that did not succeed, a job that no broker
+"""Launch and retry are atomic, a task never runs a stage whose predecessor did not succeed, a job that no broker
 holds because its sender (the API or a worker) was killed between writing and sending it is sent by the
 recovery loop, and attempts are capped (issue 19, items 4, 5 and 9).
 
@@ -102,11 +102,11 @@ def client(settings):
         yield client
 
 
-def test_a_chain_never_runs_a_stage_whose_predecessor_did_not_succeed(client, settings, monkeypatch):
+def test_a_task_never_runs_a_stage_whose_predecessor_did_not_succeed(client, settings, monkeypatch):
     monkeypatch.setattr(dispatch, "enqueue", lambda _jobs: None)
     round_ = harness.start_round(client)
     cues, mil = round_["jobs"][0]["id"], round_["jobs"][1]["id"]
-    # a duplicate chain reaches ``mil`` while ``cues`` has not run (or failed): it must not start
+    # a duplicate task reaches ``mil`` while ``cues`` has not run (or failed): it must not start
     assert tasks.run_job(mil, "duplicate-chain") == jobs.BLOCKED
     with session_scope(settings.database_url) as session:
         ctx = jobs.start(session, cues, "task-1", "running on cpu", settings.job_lease_s)

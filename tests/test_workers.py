@@ -96,7 +96,7 @@ def test_a_lost_job_is_queued_again_once_and_its_old_attempt_is_fenced_out(clien
     assert recovery.recover_lost_jobs(settings) == 0
     lapse_lease(settings, first)
     assert (recovery.recover_lost_jobs(settings), recovery.recover_lost_jobs(settings)) == (1, 0)
-    assert [[job.id for job in chain] for chain in sent[1:]] == [[job["id"] for job in round_["jobs"]]]
+    assert [[job.id for job in queued] for queued in sent[1:]] == [[job["id"] for job in round_["jobs"]]]
     with session_scope(settings.database_url) as session:
         assert not jobs.heartbeat(session, old)
     with pytest.raises(jobs.JobCancelled):

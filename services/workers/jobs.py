@@ -51,7 +51,7 @@ PROGRESS_STEP = 0.01  # smallest progress change written to the database
 CANCEL_CHECK_S = 1.0  # a running stage looks for its cancellation at least this often (at its next step)
 SKIPPED = "skipped"  # a task whose job had already ended (a re-delivered task): nothing to do
 HELD = "held"  # a task whose job another attempt holds (its lease is live): nothing to do
-BLOCKED = "blocked"  # a task whose job waits for an earlier stage that has not succeeded (a duplicate chain)
+BLOCKED = "blocked"  # a task whose job waits for an earlier stage that has not succeeded (a duplicate send)
 DEFAULT_MAX_ATTEMPTS = 3
 
 
@@ -79,7 +79,7 @@ def start(session: Session, job_id: int, task_id: str | None, message: str, leas
     """Claim a queued job whose earlier stages all succeeded, or a running one whose lease lapsed (one more lost
     attempt, below ``max_attempts``); else SKIPPED (it ended, or is unknown), HELD or BLOCKED.
 
-    The claim is one conditional UPDATE, so of two chains reaching a job (a duplicate send) one runs it, and
+    The claim is one conditional UPDATE, so of two tasks reaching a job (a duplicate send) one runs it, and
     neither runs a stage whose predecessor failed, was cancelled or has not run yet.
     """
     now = utcnow()
