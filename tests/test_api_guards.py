@@ -78,6 +78,20 @@ def test_mutating_requests_with_a_browser_form_content_type_are_415(open_client,
     assert "application/json" in response.json()["detail"]
 
 
+def test_a_body_without_a_content_type_is_415(open_client):
+    # fetch(url, {method: "POST", body: new Blob([...])}) from another site sends no Content-Type and no preflight
+    response = open_client.post("/api/runs", content=b'{"dataset_id": 1}')
+    assert response.status_code == 415 and response.json()["detail"] == "Content-Type must be application/json"
+    chunked = open_client.post("/api/runs", content=iter([b'{"dataset_id": 1}']))
+    assert chunked.status_code == 415
+
+
+@pytest.mark.parametrize("site", ["cross-site", "same-site"])
+def test_a_browser_write_from_another_site_is_403_even_without_origin(open_client, site):
+    response = open_client.post("/api/runs/1/rounds", headers={"Sec-Fetch-Site": site})
+    assert response.status_code == 403 and "cross-site" in response.json()["detail"]
+
+
 @pytest.mark.parametrize("origin", ["http://evil.example", "null", "http://testserver.evil.example"])
 def test_cross_site_writes_are_403(open_client, origin):
     for url in ("/api/runs/1/rounds", "/api/jobs/1/cancel"):
@@ -92,6 +106,7 @@ def test_same_origin_and_non_browser_writes_pass(open_client):
     assert created.status_code == 201, created.text
     assert open_client.post("/api/runs", json={"dataset_id": 1}).status_code == 201  # no Origin: curl, scripts
     assert open_client.post("/api/runs/1/rounds").status_code != 415  # no body, no Content-Type
+    assert open_client.post("/api/runs/1/rounds", headers={"Sec-Fetch-Site": "same-origin"}).status_code != 403
 
 
 def test_the_status_page_forbids_framing_and_sniffing(open_client):
@@ -100,3 +115,12 @@ def test_the_status_page_forbids_framing_and_sniffing(open_client):
         assert headers["x-content-type-options"] == "nosniff"
         assert headers["x-frame-options"] == "DENY"
     assert "frame-ancestors 'none'" in open_client.get("/").headers["content-security-policy"]
+
+
+def test_docker_compose_refuses_to_start_the_api_and_worker_without_a_token():
+    import yaml
+
+    compose = yaml.safe_load((harness.REPO / "docker-compose.yml").read_text())
+    for service in ("api", "worker"):
+        token = compose["services"][service]["environment"]["WSIS_API_TOKEN"]
+        assert token.startswith("${WSIS_API_TOKEN:?"), token  # compose stops with this message when unset or empty

@@ -44,9 +44,11 @@ def test_bad_configs_are_422_with_one_line(client, raw, expected):
     assert expected in detail and "\n" not in detail and len(detail) < 2000, detail
 
 
-def test_the_profile_is_an_enum_in_the_openapi_schema(client):
+def test_the_profile_is_an_enum_and_ids_are_bounded_in_the_openapi_schema(client):
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     assert schemas["RunConfig"]["properties"]["profile"]["enum"] == ["tiny", "paper"]
+    dataset_id = schemas["RunCreate"]["properties"]["dataset_id"]
+    assert (dataset_id["minimum"], dataset_id["maximum"]) == (1, 2**31 - 1) and "ge" not in dataset_id
 
 
 def test_the_run_and_dataset_lists_are_paginated(client):

@@ -186,3 +186,12 @@ def test_a_coco_file_that_is_not_an_object_is_a_one_line_error(tmp_path):
     root = coco_dataset(tmp_path, [GOOD_IMAGE])
     (root / "annotations" / "instances_train.json").write_text(json.dumps([1, 2]))
     assert "not a COCO instances file" in refused(root)
+
+
+def test_a_tagged_image_folder_symlinked_out_is_refused(tmp_path, secret):
+    root, outside = tmp_path / "tagged", secret.parent
+    root.mkdir()
+    Image.new("RGB", (8, 6)).save(outside / "a.jpg")
+    (root / "images").symlink_to(outside, target_is_directory=True)
+    (root / "labels.csv").write_text("image,labels\na.jpg,cat\n")
+    assert "outside the dataset folder" in refused(root)

@@ -1,14 +1,17 @@
-"""Launch and retry are atomic, a chain never runs past a stage that did not succeed, a round stuck before
-dispatch is sent by the recovery loop, and attempts are capped (issue 19, items 4, 5 and 9).
+"""Launch and retry are atomic, a task never runs a stage whose predecessor did not succeed, a job that no broker
+holds because its sender (the API or a worker) was killed between writing and sending it is sent by the
+recovery loop, and attempts are capped (issue 19, items 4, 5 and 9).
 
 Items 4 and 5 run on both backends: the embedded SQLite database and broker, and PostgreSQL + Redis.
 """
 
 from __future__ import annotations
 
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import httpx
 import pytest
 from sqlalchemy import select, update
 
@@ -48,22 +51,43 @@ def test_concurrent_retries_of_a_failed_round_are_accepted_once(service_urls, tm
     assert after["status"] == "queued" and {job["status"] for job in after["jobs"]} == {"queued"}
 
 
-def test_a_round_written_but_never_sent_is_dispatched_by_the_recovery_loop(service_urls, tmp_path, monkeypatch,
-                                                                           data_root):
+def test_an_api_killed_between_writing_a_round_and_sending_it_loses_nothing(service_urls, tmp_path, monkeypatch,
+                                                                          data_root):
     settings = harness.service_settings(monkeypatch, tmp_path, data_root, job_lease_s="2", **service_urls)
-    with harness.api_client(settings) as client:
+    dying = harness.dying_before_sending("cues")
+    with harness.api_server(settings, tmp_path / "api.log", harness.free_port(), launcher=dying) as (api, client):
         dataset = client.post("/api/datasets", json={"name": "synth", "path": "synth"}).json()
         run_id = client.post("/api/runs", json={"dataset_id": dataset["id"]}).json()["id"]
-        with session_scope(settings.database_url) as session:  # the API died between these two steps:
-            round_id = jobs.new_round(session, session.get(Run, run_id), dispatch.stage_plan("weak")).id
-        # ... dispatch.enqueue(...) never happened: no broker holds a task of the round
-        assert client.post(f"/api/runs/{run_id}/rounds").status_code == 409
+        with pytest.raises(httpx.TransportError):  # the round is committed; the API dies sending its first task
+            client.post(f"/api/runs/{run_id}/rounds")
+        assert api.wait(timeout=30) == -signal.SIGKILL
+    with harness.api_client(settings) as client:
+        round_id = client.get(f"/api/runs/{run_id}").json()["rounds"][0]["id"]
+        assert harness.broker_messages(settings) == 0
+        assert client.post(f"/api/runs/{run_id}/rounds").status_code == 409  # still queued: the recovery sends it
         with harness.celery_worker(settings, tmp_path / "worker.log"):
-            finished = harness.wait_for_round(client, round_id)
+            finished = harness.wait_for_round(client, round_id, timeout_s=60)
     assert finished["status"] == "succeeded", harness.log_tail(tmp_path / "worker.log")
     assert [job["attempts"] for job in finished["jobs"]] == [1] * len(fake_rounds.STAGES)
     with session_scope(settings.database_url) as session:
         assert session.get(Round, round_id).undispatched_since is None
+
+
+def test_a_worker_killed_between_finishing_a_stage_and_sending_the_next_loses_nothing(service_urls, tmp_path,
+                                                                                     monkeypatch, data_root):
+    settings = harness.service_settings(monkeypatch, tmp_path, data_root, job_lease_s="2", **service_urls)
+    with harness.api_client(settings) as client:
+        round_id = harness.start_round(client)["id"]
+        dying = harness.dying_before_sending("mil")
+        with harness.celery_worker(settings, tmp_path / "dying.log", launcher=dying) as worker:
+            assert worker.wait(timeout=60) == -signal.SIGKILL, harness.log_tail(tmp_path / "dying.log")
+        jobs_after = client.get(f"/api/rounds/{round_id}").json()["jobs"]
+        assert [job["status"] for job in jobs_after] == ["succeeded", "queued", "queued", "queued"]
+        assert harness.broker_messages(settings) == 0  # cues was recorded, mil never reached the broker
+        with harness.celery_worker(settings, tmp_path / "worker.log"):
+            finished = harness.wait_for_round(client, round_id, timeout_s=60)
+    assert finished["status"] == "succeeded", harness.log_tail(tmp_path / "worker.log")
+    assert [job["attempts"] for job in finished["jobs"]] == [1] * len(fake_rounds.STAGES)
 
 
 @pytest.fixture
@@ -78,11 +102,11 @@ def client(settings):
         yield client
 
 
-def test_a_chain_never_runs_a_stage_whose_predecessor_did_not_succeed(client, settings, monkeypatch):
+def test_a_task_never_runs_a_stage_whose_predecessor_did_not_succeed(client, settings, monkeypatch):
     monkeypatch.setattr(dispatch, "enqueue", lambda _jobs: None)
     round_ = harness.start_round(client)
     cues, mil = round_["jobs"][0]["id"], round_["jobs"][1]["id"]
-    # a duplicate chain reaches ``mil`` while ``cues`` has not run (or failed): it must not start
+    # a duplicate task reaches ``mil`` while ``cues`` has not run (or failed): it must not start
     assert tasks.run_job(mil, "duplicate-chain") == jobs.BLOCKED
     with session_scope(settings.database_url) as session:
         ctx = jobs.start(session, cues, "task-1", "running on cpu", settings.job_lease_s)
@@ -91,17 +115,6 @@ def test_a_chain_never_runs_a_stage_whose_predecessor_did_not_succeed(client, se
     assert fake_rounds.COMPUTED == []
     statuses = [job["status"] for job in client.get(f"/api/rounds/{round_['id']}").json()["jobs"]]
     assert statuses == ["failed", "cancelled", "cancelled", "cancelled"]
-
-
-def test_a_blocked_task_stops_its_chain():
-    task = tasks.STAGE_TASKS["mil"]
-    task.push_request(id="duplicate", chain=[{"task": "wsis.stage.pseudo_labels"}])
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(tasks, "run_job", lambda _job_id, _task_id: jobs.BLOCKED)
-            assert (task.run(1), task.request.chain) == (jobs.BLOCKED, None)
-    finally:
-        task.pop_request()
 
 
 def test_a_job_lost_max_attempts_times_fails_with_a_clear_message(client, settings, monkeypatch):

@@ -3,9 +3,11 @@
 Writes (any method but GET, HEAD and OPTIONS) under ``/api/``, in this order:
 
 1. ``Origin``, when a browser sent one, must name the host the request was sent to (or one of
-   ``WSIS_TRUSTED_ORIGINS``): another site's page cannot write, token or not (403).
-2. A ``Content-Type``, when there is one, must be JSON (the upload route also takes ``multipart/form-data``):
-   the content types an HTML form or a "simple" cross-site ``fetch`` may send are refused (415).
+   ``WSIS_TRUSTED_ORIGINS``); without ``Origin``, ``Sec-Fetch-Site`` must not say ``cross-site`` or
+   ``same-site``: another site's page cannot write, token or not (403).
+2. A request with a body must say it is JSON (the upload route also takes ``multipart/form-data``): no
+   ``Content-Type``, or one an HTML form or a "simple" cross-site ``fetch`` may send, is refused (415).
+   Requests without a body (launch, cancel) need no ``Content-Type``.
 3. The bearer token, when ``WSIS_API_TOKEN`` is set (401), before a byte of the body is read.
 4. The body may hold at most ``WSIS_MAX_JSON_KB`` (413): a larger ``Content-Length`` is refused at once,
    a chunked body once it grows past the limit. Multipart uploads to ``/api/datasets/upload`` are
@@ -26,6 +28,7 @@ from starlette.responses import JSONResponse
 from services.api.settings import Settings
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CROSS_SITE = frozenset({"cross-site", "same-site"})  # Sec-Fetch-Site of a request another site's page made
 UPLOAD_PATH = "/api/datasets/upload"
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
                     (b"referrer-policy", b"same-origin")]
@@ -68,7 +71,11 @@ class RequestGuard:
         origin = headers.get("origin")
         if origin is not None and not self._trusted(origin, headers.get("host", "")):
             return _error(403, "cross-site request refused (Origin does not match the host)")
+        if origin is None and headers.get("sec-fetch-site", "").lower() in CROSS_SITE:
+            return _error(403, "cross-site request refused (Sec-Fetch-Site)")
         media_type = _media_type(headers)
+        if not media_type and _has_body(headers):
+            return _error(415, "Content-Type must be application/json")
         if media_type and not _is_json(media_type) and not (
             scope["path"] == UPLOAD_PATH and media_type == "multipart/form-data"
         ):
@@ -88,6 +95,11 @@ class RequestGuard:
         except ValueError:
             return False
         return bool(netloc) and netloc.lower() == host.lower()
+
+
+def _has_body(headers: Headers) -> bool:
+    length = headers.get("content-length", "").strip()
+    return "transfer-encoding" in headers or (length != "" and length != "0")
 
 
 def _media_type(headers: Headers) -> str:

@@ -102,7 +102,7 @@ class Run(Base):
 
 
 class Round(Base):
-    """Round ``number`` (from 1) of a run; its jobs run as one Celery chain."""
+    """Round ``number`` (from 1) of a run; its jobs run in order, one Celery task each."""
 
     __tablename__ = "rounds"
     __table_args__ = (

@@ -19,7 +19,7 @@ def _integral_number(value: Any) -> Any:
 
 
 Integer = Annotated[int, BeforeValidator(_integral_number)]
-Id = Annotated[Integer, Field(ge=1, le=MAX_ID)]
+Id = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_integral_number)]  # bounds first: they reach the schema
 NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f]+$"
 Name = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS)

@@ -45,8 +45,6 @@ class Settings(BaseSettings):
     # Polled reads (run, round, metrics, artifacts, pseudo labels) are shared for this long by the requests
     # for the same resource (services/api/read_cache.py); the API's own writes clear them. 0: off.
     read_cache_ms: float = Field(250.0, ge=0)
-    # Cap of a dataset upload (POST /api/datasets/upload), enforced while the body streams in.
-    max_upload_mb: int = Field(2048, gt=0)
 
     def masked(self, text: str) -> str:
         """``text`` with the server's root folders written as ``$WSIS_DATA_ROOT`` etc. (for public messages)."""

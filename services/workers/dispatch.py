@@ -1,8 +1,6 @@
-"""Launching a round: its stage plan (order and queue of each stage) and the Celery chain of its jobs."""
+"""Launching a round: its stage plan (order and queue of each stage) and the Celery task of its next job."""
 
 from __future__ import annotations
-
-from celery import chain
 
 from services.api.models import Job
 from services.workers import backend
@@ -23,6 +21,8 @@ def stage_plan(supervision: str) -> list[tuple[str, str]]:
     return [(stage, GPU_QUEUE if stage in rounds.GPU_STAGES else CPU_QUEUE) for stage in stages]
 
 
-def enqueue(round_jobs: list[Job]) -> None:
-    """Send the jobs (in order) as one Celery chain: each stage starts when the one before it returned."""
-    chain(*(STAGE_TASKS[job.stage].si(job.id).set(queue=job.queue) for job in round_jobs)).apply_async()
+def enqueue(queued: list[Job]) -> None:
+    """Send the first of ``queued`` (the jobs of a round in order) to its queue; the worker that finishes it
+    sends the next one (``services.workers.tasks``), so the broker never holds a job the database gave up."""
+    first = queued[0]
+    STAGE_TASKS[first.stage].si(first.id).set(queue=first.queue).apply_async()

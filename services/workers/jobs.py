@@ -3,9 +3,11 @@
 Every change is a conditional UPDATE (``... WHERE status IN (...)``), so a worker finishing a
 stage and a user cancelling it cannot overwrite each other.
 
-Launching writes the round's queued jobs and an *undispatched* mark in one transaction, then sends
-them to the broker and clears the mark (an outbox): the recovery loop sends the rounds whose mark is
-older than a lease (their sender died in between). A retry is one conditional UPDATE of the round
+The database is the outbox of the broker. The broker holds at most the next job of a round: launching
+writes the round's queued jobs and an *undispatched* mark in one transaction, then sends the first job and
+clears the mark; a worker that finishes a stage marks the round of the next queued job in the transaction
+that records the stage, then sends that job and clears the mark. The recovery loop sends the rounds whose
+mark is older than a lease: their sender (the API or a worker) died between writing and sending. A retry is one conditional UPDATE of the round
 (``failed``/``cancelled`` to ``queued``), so of concurrent retries exactly one wins on every database.
 
 A running job holds a lease: its worker renews ``heartbeat_at`` (``heartbeat``), and a running job
@@ -49,7 +51,7 @@ PROGRESS_STEP = 0.01  # smallest progress change written to the database
 CANCEL_CHECK_S = 1.0  # a running stage looks for its cancellation at least this often (at its next step)
 SKIPPED = "skipped"  # a task whose job had already ended (a re-delivered task): nothing to do
 HELD = "held"  # a task whose job another attempt holds (its lease is live): nothing to do
-BLOCKED = "blocked"  # a task whose job waits for an earlier stage that has not succeeded (a duplicate chain)
+BLOCKED = "blocked"  # a task whose job waits for an earlier stage that has not succeeded (a duplicate send)
 DEFAULT_MAX_ATTEMPTS = 3
 
 
@@ -77,7 +79,7 @@ def start(session: Session, job_id: int, task_id: str | None, message: str, leas
     """Claim a queued job whose earlier stages all succeeded, or a running one whose lease lapsed (one more lost
     attempt, below ``max_attempts``); else SKIPPED (it ended, or is unknown), HELD or BLOCKED.
 
-    The claim is one conditional UPDATE, so of two chains reaching a job (a duplicate send) one runs it, and
+    The claim is one conditional UPDATE, so of two tasks reaching a job (a duplicate send) one runs it, and
     neither runs a stage whose predecessor failed, was cancelled or has not run yet.
     """
     now = utcnow()
@@ -174,26 +176,44 @@ def pending_dispatch(session: Session, older_than_s: float) -> list[int]:
     ))
 
 
-def claim_dispatch(session: Session, round_id: int, older_than_s: float) -> list[Job]:
-    """Renew the round's undispatched mark if it is older than ``older_than_s`` and return its queued jobs in
-    order, to be sent as one chain; [] if another recovery renewed it first (or nothing waits).
+@dataclass(frozen=True)
+class Dispatch:
+    """A claim on a round's undispatched mark: the queued jobs to send, and the mark's value the claim wrote."""
+
+    round_id: int
+    since: datetime
+    jobs: list[Job]
+
+
+def claim_dispatch(session: Session, round_id: int, older_than_s: float | None = None) -> Dispatch | None:
+    """Renew the round's undispatched mark (if it is older than ``older_than_s``; None: any mark) and return
+    the claim with the queued jobs in order, whose first is to be sent; None if another sender renewed the
+    mark first (or no mark is set).
 
     The mark stays until :func:`mark_dispatched` after the send: a sender that dies in between leaves it for
-    the next recovery. A round sent twice is harmless: :func:`start` lets one chain run each job.
+    the next recovery. A job sent twice is harmless: :func:`start` lets one task run it.
     """
-    cutoff = utcnow() - timedelta(seconds=older_than_s)
-    renewed = session.execute(
-        update(Round).where(Round.id == round_id, Round.status.in_(ACTIVE_STATUSES), Round.undispatched_since < cutoff)
-        .values(undispatched_since=utcnow())
-    ).rowcount
-    if not renewed:
-        return []
-    return queued_jobs(session, round_id)
+    now = utcnow()
+    conditions = [Round.id == round_id, Round.status.in_(ACTIVE_STATUSES), Round.undispatched_since.is_not(None)]
+    if older_than_s is not None:
+        conditions.append(Round.undispatched_since < now - timedelta(seconds=older_than_s))
+    if not session.execute(update(Round).where(*conditions).values(undispatched_since=now)).rowcount:
+        return None
+    return Dispatch(round_id, now, queued_jobs(session, round_id))
+
+
+def next_queued_round(session: Session, run_id: int, from_number: int) -> int | None:
+    """Id of the round (numbered ``from_number`` or later) of the run's next queued job, if any."""
+    return session.scalar(
+        select(Job.round_id).join(Round, Round.id == Job.round_id)
+        .where(Round.run_id == run_id, Round.number >= from_number, Job.status == QUEUED)
+        .order_by(Round.number, Job.position).limit(1)
+    )
 
 
 def queued_jobs(session: Session, round_id: int) -> list[Job]:
-    """The queued jobs of the round and of the run's later rounds, in order: the chain that carries them on
-    (a round rebuilding a lost artifact goes before the later round that needs it)."""
+    """The queued jobs of the round and of the run's later rounds, in the order they run (a round rebuilding a
+    lost artifact goes before the later round that needs it)."""
     round_ = session.get(Round, round_id)
     return list(session.scalars(
         select(Job).join(Round, Round.id == Job.round_id)
@@ -240,9 +260,11 @@ def artifact_exists(artifact_root: Path, relative: str) -> bool:
         return False
 
 
-def mark_dispatched(session: Session, round_id: int) -> None:
-    """The round's queued jobs reached the broker."""
-    session.execute(update(Round).where(Round.id == round_id).values(undispatched_since=None))
+def mark_dispatched(session: Session, claim: Dispatch) -> None:
+    """The claimed job reached the broker: clear the mark, unless a later sender set it again meanwhile (a
+    worker that finished the job just sent and marked the round for the next one)."""
+    session.execute(update(Round).where(Round.id == claim.round_id, Round.undispatched_since == claim.since)
+                    .values(undispatched_since=None))
 
 
 def _mark_undispatched(session: Session, round_id: int) -> None:
@@ -254,7 +276,8 @@ def finish(
     message: str = "done",
 ) -> str:
     """Mark the job, and maybe its round, done with the stage's ``message`` and record its outputs (upserts:
-    a re-run never duplicates them).
+    a re-run never duplicates them); the round of the run's next queued job is marked undispatched (the
+    caller sends that job: :func:`claim_dispatch`).
 
     CANCELLED (nothing recorded) if the job was cancelled meanwhile or another attempt took it over.
     """
@@ -274,6 +297,9 @@ def finish(
     )
     if not left:
         _close_round(session, ctx.round_id, SUCCEEDED)
+    following = next_queued_round(session, ctx.run_id, ctx.round_number)
+    if following is not None:
+        _mark_undispatched(session, following)  # sent by the worker next; by the recovery loop if it dies first
     return SUCCEEDED
 
 

@@ -1,8 +1,8 @@
 """Recovery of jobs whose worker was lost (killed, out of memory, its machine gone).
 
 Every worker runs ``watch`` in a thread: at start and then twice per lease it queues again the
-running jobs whose lease lapsed, each with the rest of its round, as a new chain, and sends the rounds
-that were written but never sent (their sender died in between: the outbox of ``services.workers.jobs``).
+running jobs whose lease lapsed and sends them, and sends the next job of the rounds that were written but
+never sent (their sender, the API or a worker, died in between: the outbox of ``services.workers.jobs``).
 Neither broker gives such a task back in time by itself: kombu's SQLAlchemy transport never
 re-delivers a message its consumer took, and Redis does so only after the visibility timeout (24 h).
 """
@@ -25,12 +25,12 @@ log = logging.getLogger(__name__)
 
 def recover_lost_jobs(settings: Settings) -> int:
     """Queue the lost jobs again (a job lost WSIS_MAX_ATTEMPTS times fails instead); returns how many rounds were
-    queued again. Their chains go out with :func:`send_undispatched`."""
+    queued again and sent."""
     with session_scope(settings.database_url) as session:
         rounds = jobs.recover_lost(session, settings.job_lease_s, settings.max_attempts)
     for round_id in rounds:
         log.warning("round %s lost a worker; its job is queued again", round_id)
-        _send(settings, round_id, older_than_s=-1.0)  # marked just now: send at once
+        send_round(settings, round_id)  # marked just now: send at once
     return len(rounds)
 
 
@@ -41,27 +41,37 @@ def send_undispatched(settings: Settings) -> int:
         waiting = jobs.pending_dispatch(session, settings.job_lease_s)
     sent = 0
     for round_id in waiting:
-        if _send(settings, round_id, settings.job_lease_s):
+        if send_round(settings, round_id, settings.job_lease_s):
             log.warning("round %s was never sent to the broker; sent now", round_id)
             sent += 1
     return sent
 
 
-def _send(settings: Settings, round_id: int, older_than_s: float) -> bool:
-    """Claim the round's undispatched mark, send its queued jobs as a chain, clear the mark; False if another
-    worker claimed it. The mark stays when the broker is unreachable: the next check tries again."""
+def send_next(settings: Settings, run_id: int, round_number: int) -> bool:
+    """Send the run's next queued job after a stage of round ``round_number`` finished (``jobs.finish`` marked
+    its round); False if nothing waits or it could not be sent (the mark stays for the recovery loop)."""
     with session_scope(settings.database_url) as session:
-        pending = jobs.claim_dispatch(session, round_id, older_than_s)
-    if not pending:
+        round_id = jobs.next_queued_round(session, run_id, round_number)
+    return round_id is not None and send_round(settings, round_id)
+
+
+def send_round(settings: Settings, round_id: int, older_than_s: float | None = None) -> bool:
+    """Claim the round's undispatched mark (set more than ``older_than_s`` ago; None: any), send its first
+    queued job, clear the mark; False if another sender claimed it or no job waits. The mark stays when the
+    broker is unreachable: the next check tries again."""
+    with session_scope(settings.database_url) as session:
+        claim = jobs.claim_dispatch(session, round_id, older_than_s)
+    if claim is None:
         return False
     try:
-        dispatch.enqueue(pending)
+        if claim.jobs:
+            dispatch.enqueue(claim.jobs)
     except (BrokerError, OSError):
         log.exception("cannot enqueue round %s; trying again later", round_id)
         return False
     with session_scope(settings.database_url) as session:
-        jobs.mark_dispatched(session, round_id)
-    return True
+        jobs.mark_dispatched(session, claim)
+    return bool(claim.jobs)
 
 
 def watch(settings: Settings, stop: threading.Event) -> None:

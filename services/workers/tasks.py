@@ -4,9 +4,10 @@ A task takes its Job id. It claims the job (skipping one that already ended: a r
 does nothing twice), runs the stage with a progress callback on the Job row while a thread renews
 the job's lease, records the outputs as Artifact rows (and Metric rows when the stage wrote
 metrics) and marks the job done. Stages are idempotent, so a task re-delivered after a lost worker
-finds the finished outputs. The round's chain goes on after a job that succeeded, or had ended
-before (a re-delivered task); it stops after a failure or a cancellation, and at a job that another
-attempt holds (that attempt carries the round on).
+finds the finished outputs. A task that finished its job sends the round's next job (through the
+outbox of ``services.workers.jobs``: if the worker dies before the send, the recovery loop sends it);
+one that failed, was cancelled, or did not claim its job (it had ended, another attempt holds it, an
+earlier stage has not succeeded) sends nothing.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def run_job(job_id: int, task_id: str | None) -> str:
         metrics = {str(name): None if value is None else float(value) for name, value in metrics.items()}
         message = rounds.stage_message(run_dir, ctx.round_number, ctx.stage) or "done"
         with session_scope(settings.database_url) as session:
-            return jobs.finish(session, ctx, records, metrics, message)
+            status = jobs.finish(session, ctx, records, metrics, message)
     except jobs.JobCancelled:
         return CANCELLED
     except WsisInputError as exc:
@@ -70,6 +71,11 @@ def run_job(job_id: int, task_id: str | None) -> str:
     except Exception as exc:
         _record_failure(settings.database_url, ctx, settings.masked(f"{type(exc).__name__}: {exc}"))
         raise
+    if status == SUCCEEDED:
+        from services.workers import recovery  # imports this module's STAGE_TASKS (through dispatch)
+
+        recovery.send_next(settings, ctx.run_id, ctx.round_number)
+    return status
 
 
 def _with_weights_file(settings, config: dict) -> dict:
@@ -113,10 +119,7 @@ def _record_failure(database_url: str, ctx: jobs.JobContext, error: str) -> None
 def _stage_task(stage: str):
     @app.task(name=f"wsis.stage.{stage}", bind=True, acks_late=True, reject_on_worker_lost=True)
     def stage_task(self, job_id: int) -> str:
-        status = run_job(job_id, self.request.id)
-        if status not in (SUCCEEDED, jobs.SKIPPED):
-            self.request.chain = None  # the round stopped, or another attempt of this job carries it on
-        return status
+        return run_job(job_id, self.request.id)
 
     stage_task.__doc__ = f"Run the {stage!r} stage of a round for Job ``job_id``."
     return stage_task

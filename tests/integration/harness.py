@@ -147,11 +147,29 @@ def service_process(command: list[str], settings: Settings, log_path: Path) -> I
                 process.wait()
 
 
-def celery_worker(settings: Settings, log_path: Path):
+def dying_before_sending(stage: str) -> list[str]:
+    """Prefix of a ``python -m`` command whose process kills itself when it is about to send ``stage``'s task
+    (``tests/integration/die_before_sending.py``); pass it as ``launcher``."""
+    return [sys.executable, "-m", "integration.die_before_sending", stage]
+
+
+def celery_worker(settings: Settings, log_path: Path, launcher: list[str] | None = None):
     """A real ``celery worker`` process (queues cpu and gpu, solo pool); a context manager of its Popen."""
-    command = [sys.executable, "-m", "celery", "-A", "services.workers.celery_app", "worker", "-Q", "cpu,gpu",
-               "--pool", "solo", "--loglevel", "info", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    command = [*(launcher or [sys.executable, "-m"]), "celery", "-A", "services.workers.celery_app", "worker",
+               "-Q", "cpu,gpu", "--pool", "solo", "--loglevel", "info", "--without-gossip", "--without-mingle",
+               "--without-heartbeat"]
     return service_process(command, settings, log_path)
+
+
+def broker_messages(settings: Settings) -> int:
+    """How many tasks the broker holds in the ``cpu`` and ``gpu`` queues, ready for a worker."""
+    from kombu import Connection
+
+    from services.workers.celery_app import CPU_QUEUE, GPU_QUEUE
+
+    with Connection(settings.broker_url) as connection:
+        channel = connection.default_channel
+        return sum(channel.queue_declare(queue=queue).message_count for queue in (CPU_QUEUE, GPU_QUEUE))
 
 
 def free_port() -> int:
@@ -162,14 +180,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def api_server(settings: Settings, log_path: Path, port: int,
-               timeout_s: float = 60) -> Iterator[tuple[subprocess.Popen, httpx.Client]]:
-    """A real ``uvicorn`` process of the API on ``port`` (database migrated first) and a client of it.
+def api_server(settings: Settings, log_path: Path, port: int, timeout_s: float = 60,
+               launcher: list[str] | None = None) -> Iterator[tuple[subprocess.Popen, httpx.Client]]:
+    """A real ``uvicorn`` process of the API on ``port`` (database migrated first) and a client of it
+    (``launcher``: what runs ``uvicorn ARGS``, default ``python -m``).
 
     Yields once ``/api/health`` answers; fails the test if the process exits or ``timeout_s`` passes first.
     """
     upgrade_database(settings.database_url)
-    command = [sys.executable, "-m", "uvicorn", "--factory", "services.api.app:create_app",
+    command = [*(launcher or [sys.executable, "-m"]), "uvicorn", "--factory", "services.api.app:create_app",
                "--host", "127.0.0.1", "--port", str(port)]
     with service_process(command, settings, log_path) as process, \
             httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
@@ -225,15 +244,20 @@ def throwaway_postgres_database() -> Iterator[str]:
 
 @contextmanager
 def throwaway_redis_database() -> Iterator[str]:
-    """URL of an empty Redis database number (15 down to 1); flushed afterwards."""
+    """URL of an empty Redis database: the one ``WSIS_TEST_REDIS_URL`` names (``redis://host:6379/9``), else the
+    first empty number from 15 down to 1; flushed afterwards."""
     import redis
 
     probe = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5)
     require_service("Redis", probe.ping)
-    number = next((n for n in range(15, 0, -1) if redis.Redis.from_url(f"{REDIS_URL}/{n}").dbsize() == 0), None)
-    if number is None:
-        pytest.fail("no empty Redis database (1-15) for the test")
-    url = f"{REDIS_URL}/{number}"
+    server, _, named = REDIS_URL.rstrip("/").rpartition("/")
+    if named.isdigit() and server.startswith("redis:"):
+        candidates = [f"{server}/{named}"]
+    else:
+        candidates = [f"{REDIS_URL.rstrip('/')}/{n}" for n in range(15, 0, -1)]
+    url = next((url for url in candidates if redis.Redis.from_url(url).dbsize() == 0), None)
+    if url is None:
+        pytest.fail(f"no empty Redis database for the test (tried {candidates[0]} .. {candidates[-1]})")
     try:
         yield url
     finally:

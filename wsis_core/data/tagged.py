@@ -125,7 +125,7 @@ class TaggedFolder:
         infos = []
         for image_id, row in enumerate(rows, start=1):
             try:
-                path = inside(self.root / IMAGES_FOLDER, row.image, "image")
+                path = inside(self.root, PurePosixPath(IMAGES_FOLDER) / row.image, "image")  # images/ may be a link
             except WsisInputError as exc:
                 raise WsisInputError(f"{self.root / LABELS_FILE} row {row.line}: {exc}") from None
             if not path.is_file():

@@ -93,16 +93,18 @@ def launch_round(run_id: PathId, session: SessionDep, settings: SettingsDep) -> 
         session.commit()
     except IntegrityError:  # a concurrent request created the same round first
         raise HTTPException(409, f"a round of run {run_id} is already being launched") from None
+    claims = [jobs.claim_dispatch(session, id_) for id_ in involved]  # the outbox marks just written
+    session.commit()
     try:
-        dispatch.enqueue(jobs.queued_jobs(session, involved[0]))
+        dispatch.enqueue(claims[0].jobs)  # the first job; each worker sends the next (the rounds run in order)
     except (BrokerError, OSError) as exc:
         log.exception("cannot enqueue round %s", round_id)
         for id_ in involved:
             jobs.stop_round(session, id_, FAILED, f"not run: broker unreachable ({type(exc).__name__})")
         session.commit()
         raise HTTPException(503, f"the task broker is unreachable ({type(exc).__name__}); try again") from None
-    for id_ in involved:
-        jobs.mark_dispatched(session, id_)
+    for claim in claims:
+        jobs.mark_dispatched(session, claim)
     session.commit()
     session.expire_all()
     return session.get(Round, round_id)
