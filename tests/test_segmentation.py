@@ -68,14 +68,14 @@ def test_train_and_predict_at_original_resolution(synth_dataset):
     torch.manual_seed(0)
     model = train_segmentation(dataset, labels, profile, torch.device("cpu"), on_progress=lambda *a: calls.append(a))
     assert calls == [(1, 2), (2, 2)] and not model.training
-    maps = predict_score_maps(model, dataset, profile, torch.device("cpu"), indices=[0, 5])
+    maps = predict_score_maps(model, dataset, replace(profile, seg_image_classes=True), torch.device("cpu"),
+                              indices=[0, 5])
     for info, scores in zip([dataset.images[0], dataset.images[5]], maps):
         assert scores.shape == (len(dataset.classes) + 1, info.height, info.width) and scores.dtype == np.float32
         np.testing.assert_allclose(scores.sum(0), 1, atol=1e-5)
         absent = [c for c in range(1, len(dataset.classes) + 1) if c not in info.labels]
         assert absent and np.all(scores[absent] == 0)  # S covers background and the image's own classes
-    every_class = predict_score_maps(model, dataset, replace(profile, seg_image_classes=False), torch.device("cpu"),
-                                     indices=[0])[0]
+    every_class = predict_score_maps(model, dataset, profile, torch.device("cpu"), indices=[0])[0]
     assert every_class[absent].max() > 0
     # later rounds continue training the same model on other labels
     again = train_segmentation(dataset, labels, replace(profile, seg_epochs=0), torch.device("cpu"), model=model)

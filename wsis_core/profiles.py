@@ -58,7 +58,7 @@ class Profile:
     cls_max_scale: float = 1.0
     peak_window: int = 3  # odd side of the local-maximum window, in response-map cells (PRM: 3)
     peak_threshold: float = 0.5  # a peak must reach this fraction of its map's range
-    peak_min_score: float | None = 0.0  # a peak's response must exceed this (None: any, as before issue 16)
+    peak_min_score: float | None = None  # a peak's response must exceed this (None: any response)
     # PSA seeds from normalised CAMs. PSA's background (1 - max CAM)^alpha with alpha 4 / 32 marks a
     # pixel foreground / background exactly where max CAM > 0.28 / < 0.08, hence these defaults.
     cam_fg_threshold: float = 0.28
@@ -81,7 +81,7 @@ class Profile:
     seg_lr: float = 3e-4
     seg_weight_decay: float = 1e-4
     psp_bins: tuple[int, ...] = (1, 2, 3, 6)
-    seg_image_classes: bool = True  # S of a train image over background + its labelled classes (False: all classes)
+    seg_image_classes: bool = False  # S of a train image over background + its labelled classes only
     # Proposals (selective search; MCG files can be given instead) and bags (Eq. 4).
     proposal_max: int = 2000
     proposal_workers: int = 2
@@ -93,7 +93,7 @@ class Profile:
     mil_weight_decay: float = 1e-4
     mil_feature_stage: int = 2  # backbone stage (0-3) whose features ROIAlign pools
     mil_hidden: int = 256
-    mil_nms_iou: float = 0.5  # of two MIL boxes of one class overlapping more, the weaker goes (1: keep all, paper)
+    mil_nms_iou: float = 1.0  # of two MIL boxes of one class overlapping more, the weaker goes (1: keep all, paper)
     # CCGR (Eq. 3) and pseudo instance labels.
     ccgr_iters: int = 200
     ccgr_lr: float | None = None  # None: 1 % of the map's longer side per iteration
