@@ -211,8 +211,13 @@ def is_rows(ctx: RoundContext) -> list[tuple]:
     ]
 
 
+def round_rows(ctx: RoundContext, truth: TrainTruth, device, val_map: float) -> list[tuple]:
+    """Every (stage, measure, value) row of one round's table."""
+    return cue_rows(ctx, truth, device, val_map) + box_rows(ctx, truth) + is_rows(ctx)
+
+
 def round_table(ctx: RoundContext, truth: TrainTruth, device, val_map: float) -> str:
-    rows = cue_rows(ctx, truth, device, val_map) + box_rows(ctx, truth) + is_rows(ctx)
+    rows = round_rows(ctx, truth, device, val_map)
     lines = [f"## Round {ctx.number}", "", "| stage | measure | value |", "|---|---|---|"]
     lines += [f"| {stage} | {measure} | {value} |" for stage, measure, value in rows]
     return "\n".join(lines) + "\n"
