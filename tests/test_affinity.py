@@ -37,6 +37,12 @@ def test_random_walk_on_two_nodes_follows_the_transition_matrix():
     assert torch.allclose(random_walk(torch.tensor([[1.0, 0.0]]), affinity, 2, 1), torch.tensor([[0.8, 0.2]]))
 
 
+def test_random_walk_of_zero_steps_keeps_the_scores():
+    affinity = torch.tensor([[1.0, 0.5], [0.5, 1.0]])
+    scores = torch.tensor([[0.9, 0.1], [0.2, 0.7]])
+    assert torch.equal(random_walk(scores, affinity, beta=8, steps=0), scores)
+
+
 def test_random_walk_is_batched():
     affinity = torch.stack([torch.eye(3), torch.ones(3, 3)])
     scores = torch.tensor([[[1.0, 2.0, 3.0]], [[1.0, 2.0, 3.0]]])

@@ -72,7 +72,7 @@ class Profile:
     rw_beta: float = 8.0  # affinities are raised to beta before normalisation
     # Random-walk steps (power of the transition matrix): PSA's 256 suit its 56x56 maps; on tiny's 16x16
     # maps 256 over-smooths (bench/results/cues_quality_cpu.md: 32 is best of 8/32/256).
-    rw_t: int = 32
+    rw_t: int = 32  # 0: no walk, the SS labels come from the CAMs themselves (then aff_epochs=0 skips AffinityNet)
     rw_bg_power: float = 4.0  # background score (1 - max CAM)^power propagated with the CAMs (PSA: 16)
     label_min_score: float = 0.6  # pixels whose top propagated score is lower get the ignore label
     # SS branch (FCN + PSP pyramid pooling).
@@ -137,9 +137,9 @@ class Profile:
         _require(self.backbone in BACKBONE_NAMES, "backbone", self.backbone, f"choose from {', '.join(BACKBONE_NAMES)}")
         _require(self.output_stride in OUTPUT_STRIDES, "output_stride", self.output_stride, f"one of {OUTPUT_STRIDES}")
         _require(self.input_size >= 32, "input_size", self.input_size, "at least 32")
-        for name in ("infer_batch_size", "cls_batch_size", "aff_batch_size", "seg_batch_size", "aff_radius", "rw_t"):
+        for name in ("infer_batch_size", "cls_batch_size", "aff_batch_size", "seg_batch_size", "aff_radius"):
             _require(getattr(self, name) >= 1, name, getattr(self, name), "at least 1")
-        for name in ("cls_epochs", "aff_epochs", "seg_epochs"):
+        for name in ("cls_epochs", "aff_epochs", "seg_epochs", "rw_t"):
             _require(getattr(self, name) >= 0, name, getattr(self, name), "not negative")
         for name in ("cls_lr", "aff_lr", "seg_lr", "rw_beta", "rw_bg_power", "cls_lse_r", "cls_min_scale"):
             _require(getattr(self, name) > 0, name, getattr(self, name), "positive")
