@@ -29,6 +29,7 @@ from wsis_core.data.guard import weak_supervision
 from wsis_core.device import resolve_precision
 from wsis_core.errors import WsisInputError
 from wsis_core.evaluation import evaluate
+from wsis_core.exports import with_coco_metadata
 from wsis_core.io import read_json, write_json
 from wsis_core.instance_seg import load_mask_rcnn, mask_rcnn_for, predict_instances, train_instance_segmentation
 from wsis_core.mil import WSDDNHead, distinct_boxes, select_boxes, train_mil
@@ -55,10 +56,11 @@ def _guard(ctx: RoundContext):
 
 
 def _coco_file(ctx: RoundContext, annotations: list[dict]) -> dict:
-    """A COCO annotation file over the train split (ids per the dataset id contract)."""
+    """A COCO annotation file over the train split (ids per the dataset id contract), with the ``info`` and
+    ``licenses`` other tools' importers expect."""
     images = [{"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height} for i in ctx.train_set.images]
     categories = [{"id": k + 1, "name": name} for k, name in enumerate(ctx.config.classes)]
-    return {"images": images, "categories": categories, "annotations": annotations}
+    return with_coco_metadata({"images": images, "categories": categories, "annotations": annotations})
 
 
 def round_classifier(ctx: RoundContext):
