@@ -206,6 +206,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
     print(f"wrote {len(predictions)} instances to {args.out}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from wsis_core.exports import export_run
+
+    labels = export_run(Path(args.run), args.round, args.format, Path(args.out))
+    print(f"wrote the pseudo labels of {labels.parent.name.replace('_', ' ')} as {args.format} to {args.out}")
+
+
 def _add_split_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-split", default="train", help="split to train on (default: train)")
     parser.add_argument("--val-split", help="split to evaluate on; none: no evaluation (default: val where it exists)")
@@ -297,6 +304,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True)
     predict.add_argument("--device", default="auto")
     predict.set_defaults(handler=cmd_predict)
+
+    export = commands.add_parser("export", help="a round's pseudo labels as COCO (RLE), COCO polygons or YOLO")
+    export.add_argument("--run", required=True, help="run folder (of `wsis train`)")
+    export.add_argument("--round", type=int, help="round number (default: the last round with pseudo labels)")
+    export.add_argument("--format", required=True, choices=("coco", "coco-polygon", "yolo"),
+                        help="coco: the file as written; coco-polygon: polygons from the mask contours; yolo: a zip "
+                             "of labels/<image>.txt, data.yaml, images.txt")
+    export.add_argument("--out", required=True, help="file to write (.json, or .zip for yolo)")
+    export.set_defaults(handler=cmd_export)
     return parser
 
 

@@ -13,7 +13,6 @@ Both COCO forms carry ``info`` and ``licenses``, which some importers require.
 
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from collections.abc import Mapping
@@ -25,6 +24,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from wsis_core import masks
+from wsis_core.errors import WsisInputError
+from wsis_core.io import atomic_file
 from wsis_core.quality import by_image
 
 FORMATS = ("coco", "coco-polygon", "yolo")
@@ -109,7 +110,7 @@ def write_yolo_zip(labels: dict, out: IO[bytes], image_paths: Mapping[int, str],
 def export(labels_path: Path, fmt: str, out: IO[bytes], image_paths: Mapping[int, str], root: str | None = None) -> None:
     """Write the pseudo labels of ``labels_path`` in format ``fmt`` (one of :data:`FORMATS`) to ``out``."""
     if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise WsisInputError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "coco":
         out.write(Path(labels_path).read_bytes())
         return
@@ -120,8 +121,34 @@ def export(labels_path: Path, fmt: str, out: IO[bytes], image_paths: Mapping[int
         write_yolo_zip(labels, out, image_paths, root)
 
 
-def export_bytes(labels_path: Path, fmt: str, image_paths: Mapping[int, str], root: str | None = None) -> bytes:
-    """:func:`export` into memory."""
-    buffer = io.BytesIO()
-    export(labels_path, fmt, buffer, image_paths, root)
-    return buffer.getvalue()
+def round_labels(run_dir: Path, round_number: int | None = None) -> Path:
+    """``pseudo_labels.json`` of round ``round_number`` of a run folder (None: the last round that has one)."""
+    run_dir = Path(run_dir)
+    if round_number is None:
+        numbers = [int(p.parent.name.split("_")[1]) for p in run_dir.glob("round_*/pseudo_labels.json")]
+        if not numbers:
+            raise WsisInputError(f"{run_dir}: no round has pseudo labels yet")
+        round_number = max(numbers)
+    path = run_dir / f"round_{round_number}" / "pseudo_labels.json"
+    if not path.is_file():
+        raise WsisInputError(f"{run_dir}: round {round_number} has no pseudo labels")
+    return path
+
+
+def export_run(run_dir: Path, round_number: int | None, fmt: str, out: Path) -> Path:
+    """Write the pseudo labels of a run folder's round (None: the last) in ``fmt`` to ``out``; for ``yolo``
+    ``data.yaml`` names the run's dataset folder and ``images.txt`` lists the images relative to it.
+    Returns the label file exported."""
+    from wsis_core.data.dataset import open_weak_dataset
+    from wsis_core.rounds import read_config
+
+    labels = round_labels(run_dir, round_number)
+    config = read_config(run_dir)
+    root = Path(config.data)
+    paths = {}
+    if fmt == "yolo":
+        paths = {info.id: info.path.relative_to(root).as_posix()
+                 for info in open_weak_dataset(root, config.train_split).images}
+    with atomic_file(out) as handle:
+        export(labels, fmt, handle, paths, str(root))
+    return labels
