@@ -103,9 +103,15 @@ class RunConfig(Body):
         return self
 
 
+MAX_ROUNDS_TO_LAUNCH = 50
+
+
 class RunCreate(Body):
     dataset_id: Id
     config: RunConfig = Field(default_factory=RunConfig)
+    rounds_to_launch: Integer = Field(1, ge=1, le=MAX_ROUNDS_TO_LAUNCH, description=(
+        "rounds the run launches by itself: launching round 1 queues round k+1 whenever round k succeeds, up to "
+        "this number (later rounds are launched one at a time)"))
 
 
 class RoundSummary(Out):
@@ -121,6 +127,7 @@ class RunOut(Out):
     id: int
     dataset_id: int
     config: dict[str, Any]
+    rounds_to_launch: int
     created_at: datetime
     rounds: list[RoundSummary]
 
@@ -130,6 +137,7 @@ class JobOut(Out):
     round_id: int
     stage: str
     queue: str
+    device: str | None = Field(description="where the job's last attempt ran (cpu, cuda); null before it started")
     status: str
     progress: float
     message: str | None
