@@ -382,7 +382,7 @@ function renderDownloads(round, artifacts) {
   if (!hasLabels && !hasModel) return el("span", { class: "muted downloads" }, "pseudo labels: not produced yet");
   return el("span", { class: "downloads" },
     hasLabels ? "Download pseudo labels: " : null,
-    hasLabels ? EXPORTS.map(([format, label], index) => [
+    hasLabels ? EXPORTS.flatMap(([format, label], index) => [
       index ? " · " : null,
       el("a", { class: format === "coco" ? "download" : `download-${format}`, download: true,
         href: format === "coco" ? url(ROUTES.pseudoLabels, { round_id: round.id })
