@@ -36,7 +36,7 @@ from wsis_core.mil import WSDDNHead, distinct_boxes, select_boxes, train_mil
 from wsis_core.peaks import find_peaks
 from wsis_core.proposals import PrecomputedProposals, ProposalStore, SelectiveSearchOptions, compute_proposals
 from wsis_core.pseudo_labels import make_instance_labels, semantic_label_from_instances, to_coco_annotations
-from wsis_core.rounds import Progress, RoundContext, phases
+from wsis_core.rounds import Phase, Progress, RoundContext, phases
 from wsis_core.segmentation import build_segmentation_model, predict_score_maps, train_segmentation
 
 CLASSIFIER, AFFINITY, SEGMENTATION, MIL = "models/classifier.pt", "models/affinity.pt", "models/segmentation.pt", "models/mil.pt"
@@ -102,7 +102,8 @@ def stage_cues(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
 
 def _first_round_cues(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
     ds, profile, work = ctx.train_set, ctx.profile, ctx.work
-    train_p, peaks_p, labels_p = phases(on_progress, 100, 10, 100)
+    train_p, peaks_p, labels_p = phases(on_progress, Phase("classifier training", "it", 100), Phase("peaks", "batch", 10),
+                                          Phase("semantic labels (affinity training + propagation)", "step", 100))
     with _guard(ctx):
         classifier = train_classifier(ds, profile, ctx.device, on_progress=train_p)
         save_checkpoint(work.path(CLASSIFIER), classifier, profile.to_dict(), ctx.config.classes)
@@ -164,7 +165,7 @@ def stage_ss(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
     model = build_segmentation_model(profile, len(ctx.config.classes), copy.deepcopy(round_classifier(ctx).backbone))
     if ctx.number > 1:  # warm start from the previous round's SS branch
         model.load_state_dict(load_checkpoint(ctx.previous().require(SEGMENTATION)).state_dict)
-    train_p, predict_p = phases(on_progress, 100, 20)
+    train_p, predict_p = phases(on_progress, Phase("training", "it", 100), Phase("score maps", "batch", 20))
     with _guard(ctx):
         model = train_segmentation(ds, labels, profile, ctx.device, model=model, on_progress=train_p)
         for info, scores in zip(ds.images, predict_score_maps(model, ds, profile, ctx.device, on_progress=predict_p)):
@@ -248,7 +249,8 @@ def stage_mil(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
 def _mil_boxes(ctx: RoundContext, on_progress: Progress) -> list[dict]:
     ds, profile = ctx.train_set, ctx.profile
     proposals = proposal_source(ctx)
-    bag_p, train_p, select_p = phases(on_progress, 10, 100, 20)
+    bag_p, train_p, select_p = phases(on_progress, Phase("bags", "img", 10), Phase("training", "it", 100),
+                                      Phase("box selection", "img", 20))
     backbone = _StageFeatures(copy.deepcopy(round_classifier(ctx).backbone), profile.mil_feature_stage)
     head = WSDDNHead(backbone.backbone.channels[profile.mil_feature_stage], len(ctx.config.classes),
                      hidden=profile.mil_hidden)
