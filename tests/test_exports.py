@@ -30,7 +30,7 @@ def test_polygons_rasterise_back_to_their_masks():
     for mask in (rect_mask(20, 20, 3, 6, 4, 9), disc(40, 20, 18, 9), rect_mask(20, 20, 0, 20, 0, 20)):
         polygons = mask_polygons(mask)
         assert polygons and all(len(p) >= 6 and len(p) % 2 == 0 for p in polygons)
-        assert polygon_area(polygons, *mask.shape) == mask.sum()
+        assert abs(polygon_area(polygons, *mask.shape) - mask.sum()) <= 0.03 * mask.sum()
     two = rect_mask(20, 20, 0, 4, 0, 4) | rect_mask(20, 20, 10, 20, 10, 20)
     assert [polygon_area([p], 20, 20) for p in mask_polygons(two)] == [100, 16]  # largest first
     assert mask_polygons(rect_mask(20, 20, 5, 6, 2, 9)) != []  # a one-pixel line still has a polygon

@@ -2,7 +2,8 @@
 
 - ``coco``: the round's ``pseudo_labels.json`` as it is (COCO, RLE masks).
 - ``coco-polygon``: the same instances with polygon masks: the outer contours of each mask (OpenCV), traced
-  on the pixel corners, so that pycocotools rasterises them back to the mask's pixels (holes are filled).
+  on the pixel corners and simplified by at most half a pixel, so that pycocotools rasterises them back to
+  the mask's pixels but a few along slanted edges (holes are filled).
   What Label Studio's COCO import and detectron2's polygon path expect.
 - ``yolo``: a zip of ``labels/<image path without extension>.txt`` (one ``class x1 y1 x2 y2 ...`` line per
   instance, coordinates divided by the image's width and height, class ids from 0; the instance's largest
@@ -34,6 +35,7 @@ MEDIA_TYPES = {"coco": "application/json", "coco-polygon": "application/json", "
 COCO_INFO = {"description": "wsis pseudo labels (weakly supervised instance segmentation)", "version": "1.0",
              "contributor": "wsis"}
 UPSAMPLE = 2  # contours are traced on the mask at twice its size: their vertices fall on pixel corners
+SIMPLIFY_PX = 1.0  # then simplified (Douglas-Peucker) by at most this much at that size: half a pixel
 
 
 def with_coco_metadata(coco: dict) -> dict:
@@ -44,11 +46,13 @@ def with_coco_metadata(coco: dict) -> dict:
 
 def mask_polygons(mask: np.ndarray) -> list[list[float]]:
     """Outer contours of a boolean mask as COCO polygons ``[x1, y1, x2, y2, ...]`` (at least 3 vertices),
-    largest first, with vertices on pixel corners: ``pycocotools`` rasterises them back to the mask
-    (holes aside)."""
+    largest first, with vertices on pixel corners (simplified by at most half a pixel): ``pycocotools``
+    rasterises them back to the mask's pixels but a few along slanted edges (holes aside)."""
     big = cv2.resize(mask.astype(np.uint8), None, fx=UPSAMPLE, fy=UPSAMPLE, interpolation=cv2.INTER_NEAREST)
     contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    contours = sorted((c for c in contours if len(c) >= 3), key=cv2.contourArea, reverse=True)
+    simplified = [cv2.approxPolyDP(c, SIMPLIFY_PX, True) for c in contours]
+    simplified = [s if len(s) >= 3 else c for s, c in zip(simplified, contours)]  # a thin line keeps its 4 corners
+    contours = sorted((c for c in simplified if len(c) >= 3), key=cv2.contourArea, reverse=True)
     return [((c.reshape(-1, 2) + 0.5) / UPSAMPLE).flatten().tolist() for c in contours]
 
 
