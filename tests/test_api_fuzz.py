@@ -99,7 +99,13 @@ KNOWN = {
     "GET /api/runs/{run_id}/metrics": [{"path_parameters": {"run_id": 1}}],
     "GET /api/rounds/{round_id}": [{"path_parameters": {"round_id": 1}}],
     "GET /api/rounds/{round_id}/artifacts": [{"path_parameters": {"round_id": 1}}],
-    "GET /api/rounds/{round_id}/pseudo-labels": [{"path_parameters": {"round_id": 1}}],
+    "GET /api/rounds/{round_id}/pseudo-labels": [{"path_parameters": {"round_id": 1}}] + [
+        {"path_parameters": {"round_id": 1}, "query": {"format": fmt}} for fmt in ("coco-polygon", "yolo")],
+    "GET /api/rounds/{round_id}/overlays/{image_id}.png": [
+        {"path_parameters": {"round_id": 1, "image_id": 1}}, {"path_parameters": {"round_id": 1, "image_id": 2},
+                                                              "query": {"thumbnail": 32}}],
+    "GET /api/rounds/{round_id}/gallery": [{"path_parameters": {"round_id": 1}, "query": {"limit": 2, "sort": "id"}}],
+    "GET /api/rounds/{round_id}/quality": [{"path_parameters": {"round_id": 1}}],
     "POST /api/jobs/{job_id}/cancel": [{"path_parameters": {"job_id": 1}}],
 }
 

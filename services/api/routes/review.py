@@ -53,7 +53,7 @@ def _overlay_source(session: Session, settings: Settings, round_id: int, source:
     place = locate_round(session, settings, round_id)
     if source == "pseudo":
         if split != "train":
-            raise HTTPException(422, "query.split: pseudo labels exist for the train split only")
+            raise HTTPException(400, "split=val: pseudo labels exist for the train split only (val has predictions)")
         return _Overlay(place, stage_file(session, settings, round_id, PSEUDO_LABELS, "pseudo labels"),
                         place.train_split)
     if split == "val":
@@ -69,7 +69,8 @@ def _overlay_source(session: Session, settings: Settings, round_id: int, source:
                     place.train_split)
 
 
-@router.get("/{round_id}/overlays/{image_id}.png", response_class=Response, responses={**PNG, **error_responses(404, 409)})
+@router.get("/{round_id}/overlays/{image_id}.png", response_class=Response,
+            responses={**PNG, **error_responses(400, 404, 409)})
 async def overlay(
     round_id: PathId, image_id: PathId, request: Request,
     source: Annotated[Source, Query(description="pseudo: the round's pseudo labels; predictions: its IS branch's "

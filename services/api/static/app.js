@@ -16,7 +16,6 @@ const ROUTES = {
   model: "/api/rounds/{round_id}/model",
   gallery: "/api/rounds/{round_id}/gallery",
   quality: "/api/rounds/{round_id}/quality",
-  overlay: "/api/rounds/{round_id}/overlays/{image_id}.png",
   cancelJob: "/api/jobs/{job_id}/cancel",
 };
 const EXPORTS = [["coco", "COCO (RLE)"], ["coco-polygon", "COCO polygons"], ["yolo", "YOLO zip"]];
