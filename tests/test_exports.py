@@ -12,7 +12,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from integration import harness
-from integration.review_data import rect_annotation, rect_mask
+from integration.review_data import rect_mask
 from services.workers.celery_app import app as celery_app
 from wsis_core import cli, masks
 from wsis_core.exports import mask_polygons, polygon_area, to_polygon_coco, write_yolo_zip
@@ -128,7 +128,7 @@ def test_wsis_export_writes_each_format(tmp_path, truth_labels, synth_dataset, c
     for fmt in ("coco", "coco-polygon", "yolo"):
         out = tmp_path / f"out-{fmt}"
         assert cli.main(["export", "--run", str(run), "--format", fmt, "--out", str(out)]) == 0
-        assert f"round 2" in capsys.readouterr().out
+        assert "round 2" in capsys.readouterr().out
         if fmt == "coco":
             assert out.read_bytes() == (run / "round_2" / "pseudo_labels.json").read_bytes()
         elif fmt == "coco-polygon":
