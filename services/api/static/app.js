@@ -489,7 +489,7 @@ function renderQuality(round) {
     const a = q.agreement;
     body.push(el("p", { class: "agreement" }, a
       ? `vs round ${round.number - 1}: ${a.matched} instances matched (mask IoU ≥ ${a.iou_threshold}), mean IoU ${fmt(a.mean_iou)}, ${a.added} added, ${a.dropped} dropped, ${a.images_changed} images changed`
-      : "round 1: no previous round to compare with"));
+      : round.number > 1 ? `round ${round.number - 1} has no pseudo labels to compare with` : "round 1: no previous round to compare with"));
     const gt = q.ground_truth;
     body.push(el("p", { class: "ground-truth" }, gt
       ? `against ground truth (${gt.images} train images that have it, ${gt.instances} instances): precision ${fmt(gt.precision)}, recall ${fmt(gt.recall)} at mask IoU ${gt.iou_threshold}, mean IoU of matched ${fmt(gt.matched_iou)}, mAP_r@0.5 ${fmt(gt["mAP_r@0.5"])}`
