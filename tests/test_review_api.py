@@ -155,3 +155,20 @@ def test_model_download_streams_model_pt_with_its_etag(client, settings, rounds)
     head = client.head(f"/api/rounds/{rounds[0]}/model")
     assert head.status_code == 200 and head.headers["etag"] == response.headers["etag"] and not head.content
     assert client.get(f"/api/rounds/{rounds[0]}/model", headers={"If-None-Match": response.headers["etag"]}).status_code == 304
+
+
+def test_train_predictions_of_round_k_come_from_round_k_plus_1(client, settings, rounds):
+    prediction = rect_annotation(1, 4, 2, rect_mask(SIZE, SIZE, 60, 90, 60, 90), 0.6)
+    add_stage_file(settings, rounds[1], "cues", "train_predictions", "train_predictions.json",
+                   json.dumps([prediction]).encode())
+    overlay = png(client.get(f"/api/rounds/{rounds[0]}/overlays/4.png?source=predictions"))
+    changed = np.any(overlay != load_rgb(open_weak_dataset(settings.data_root / "synth", "train").images[3].path), axis=2)
+    assert changed[65:85, 65:85].all() and not changed[:40, :].any()  # the prediction, not round 1's pseudo label
+
+
+def test_the_gallery_follows_a_rewritten_label_file(client, settings, rounds):
+    assert client.get(f"/api/rounds/{rounds[0]}/gallery").json()["items"][0]["image_id"] == 1  # no instance
+    dataset = open_weak_dataset(settings.data_root / "synth", "train")
+    replace_round_file(settings, rounds[0], "pseudo_labels", labels_file(dataset, {**ROUND_1, 1: [(1, (0, 9, 0, 9), 0.99)],
+                                                                                     6: []}))
+    assert client.get(f"/api/rounds/{rounds[0]}/gallery").json()["items"][0]["image_id"] == 6
