@@ -261,3 +261,19 @@ def test_mutating_routes_need_the_bearer_token_when_one_is_set(tmp_path, monkeyp
         assert client.post("/api/jobs/1/cancel").status_code == 401
         assert client.post("/api/datasets", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 201
         assert client.get("/api/datasets").status_code == 200
+
+
+def test_a_run_launches_its_rounds_to_launch_by_itself_and_jobs_record_their_device(client):
+    dataset = client.post("/api/datasets", json={"name": "synth", "path": "synth"}).json()
+    run = client.post("/api/runs", json={"dataset_id": dataset["id"], "rounds_to_launch": 3}).json()
+    assert run["rounds_to_launch"] == 3
+    first = client.post(f"/api/runs/{run['id']}/rounds").json()
+    assert first["number"] == 1
+    rounds = client.get(f"/api/runs/{run['id']}").json()["rounds"]
+    assert [(r["number"], r["status"]) for r in rounds] == [(1, "succeeded"), (2, "succeeded"), (3, "succeeded")]
+    jobs = client.get(f"/api/rounds/{rounds[2]['id']}").json()["jobs"]
+    assert [job["stage"] for job in jobs] == list(fake_rounds.STAGES) and {job["device"] for job in jobs} == {"cpu"}
+    assert client.post(f"/api/runs/{run['id']}/rounds").json()["number"] == 4
+    assert len(client.get(f"/api/runs/{run['id']}").json()["rounds"]) == 4
+    too_many = client.post("/api/runs", json={"dataset_id": dataset["id"], "rounds_to_launch": 51})
+    assert too_many.status_code == 422 and "rounds_to_launch" in too_many.json()["detail"]

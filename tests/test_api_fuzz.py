@@ -2,7 +2,7 @@
 
 Every operation of ``/openapi.json`` gets a bounded, derandomized Hypothesis run (valid and invalid
 inputs, ``MAX_EXAMPLES`` each) on a fresh SQLite database holding a tiny synthetic dataset, a run and
-one finished round (id ``1`` of each), with the fake stage backend and eager Celery (no worker; a
+one finished round (id ``1`` of each, with a stand-in model file), with the fake stage backend and eager Celery (no worker; a
 launched round runs the instant fake stages in-request). ``KNOWN`` requests then reach the success
 paths that random ids miss. Every check of schemathesis (``--checks all``) applies: no 5xx, documented
 status codes, content types, headers and schemas, invalid data rejected, valid data accepted, ``Allow``
@@ -26,6 +26,7 @@ from schemathesis.checks import CHECKS as CHECK_REGISTRY
 from schemathesis.specs.openapi import checks as openapi_checks  # importing it registers the OpenAPI checks
 
 from integration import harness
+from integration.review_data import add_stage_file
 from services.api.app import create_app
 from services.api.db import sessionmaker_for, upgrade_database
 from services.api.settings import get_settings
@@ -71,6 +72,7 @@ def app(tmp_path, monkeypatch):
             launched = client.post(f"/api/runs/{run.json()['id']}/rounds")
             assert launched.status_code == 202, launched.text
             assert client.get(f"/api/rounds/{launched.json()['id']}").json()["status"] == "succeeded"
+        add_stage_file(service_settings, 1, "is_train", "model", "model.pt", b"a checkpoint")  # the fake trains none
         yield app
     finally:
         celery_app.conf.task_always_eager = False
@@ -99,7 +101,14 @@ KNOWN = {
     "GET /api/runs/{run_id}/metrics": [{"path_parameters": {"run_id": 1}}],
     "GET /api/rounds/{round_id}": [{"path_parameters": {"round_id": 1}}],
     "GET /api/rounds/{round_id}/artifacts": [{"path_parameters": {"round_id": 1}}],
-    "GET /api/rounds/{round_id}/pseudo-labels": [{"path_parameters": {"round_id": 1}}],
+    "GET /api/rounds/{round_id}/pseudo-labels": [{"path_parameters": {"round_id": 1}}] + [
+        {"path_parameters": {"round_id": 1}, "query": {"format": fmt}} for fmt in ("coco-polygon", "yolo")],
+    "GET /api/rounds/{round_id}/overlays/{image_id}.png": [
+        {"path_parameters": {"round_id": 1, "image_id": 1}}, {"path_parameters": {"round_id": 1, "image_id": 2},
+                                                              "query": {"thumbnail": 32}}],
+    "GET /api/rounds/{round_id}/gallery": [{"path_parameters": {"round_id": 1}, "query": {"limit": 2, "sort": "id"}}],
+    "GET /api/rounds/{round_id}/quality": [{"path_parameters": {"round_id": 1}}],
+    "GET /api/rounds/{round_id}/model": [{"path_parameters": {"round_id": 1}}],
     "POST /api/jobs/{job_id}/cancel": [{"path_parameters": {"job_id": 1}}],
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -57,3 +58,36 @@ def test_bad_input_prints_one_line_and_exits_2(voc_mini, tmp_path, argv):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "error:" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_every_flag_has_help_and_shows_its_default(capsys):
+    from wsis_core.cli import build_parser
+
+    parser = build_parser()
+    subcommands = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)][0]
+    for name, sub in subcommands.choices.items():
+        for action in sub._actions:
+            assert action.help, f"wsis {name} {action.option_strings or action.dest} has no help"
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # lines are wrapped to the terminal
+    assert "(default: 3)" in text and "{tiny,paper}" in text and "(default: tiny)" in text
+
+
+def test_profile_show_prints_every_field_with_its_default_and_meaning(capsys):
+    import dataclasses
+
+    from wsis_core.profiles import FIELD_HELP, PROFILES, Profile
+
+    assert set(FIELD_HELP) == {f.name for f in dataclasses.fields(Profile)}
+    assert main(["profile", "show", "--profile", "paper"]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert len(lines) == len(FIELD_HELP)
+    backbone = next(line for line in lines if line.split()[0] == "backbone")
+    assert repr(PROFILES["paper"].backbone) in backbone and FIELD_HELP["backbone"] in backbone
+
+
+def test_an_unknown_set_field_lists_the_valid_ones(voc_mini, tmp_path, capsys):
+    assert main(["cues", "--data", str(voc_mini), "--out", str(tmp_path / "w"), "--set", "cls_epoch=2"]) == 2
+    error = capsys.readouterr().err
+    assert "unknown profile field(s): cls_epoch" in error and "cls_epochs" in error and "profile show" in error

@@ -132,14 +132,26 @@ def test_full_supervision_is_one_round_on_true_masks(data, tmp_path):
 
 
 def test_phases_share_one_progress_bar():
-    from wsis_core.rounds import phases
+    from wsis_core.rounds import Phase, phases
 
     seen = []
-    first, second = phases(lambda done, total: seen.append(done / total), 3, 1)
+    first, second = phases(lambda done, total: seen.append(done / total), Phase("a", "it", 3), Phase("b", "img", 1))
     first(10, 10)  # the first phase ends at its share, 3/4
     second(1, 2)
     second(2, 2)
     assert seen == [0.75, 0.875, 1.0]
+
+
+def test_a_bar_with_phases_counts_each_phase_in_its_own_unit():
+    from wsis_core.cli import _ProgressBar
+    from wsis_core.rounds import Phase, phases
+
+    bar = _ProgressBar("round 1 cues")
+    train, peaks = phases(bar, Phase("classifier training", "it", 3), Phase("peaks", "batch", 1))
+    train(40, 40)
+    peaks(2, 5)
+    assert [(b.desc, b.unit, b.n, b.total) for b in bar.bars] == [
+        ("round 1 cues: classifier training", "it", 40, 40), ("round 1 cues: peaks", "batch", 2, 5)]
 
 
 def test_stage_by_stage_cli_writes_round_one_artifacts(data, tmp_path):

@@ -79,10 +79,11 @@ def test_app_js_calls_exactly_existing_routes(client):
     paths = client.app.openapi()["paths"]
     unknown = routes - set(paths)
     assert not unknown, f"app.js names routes the API does not have: {sorted(unknown)}"
-    # and the page covers what it promises: polling, the three forms, launching, downloads, cancelling
+    # and the page covers what it promises: polling, the three forms, launching, downloads, cancelling, review
     assert {
         "/api/health", "/api/datasets", "/api/runs", "/api/runs/{run_id}/rounds", "/api/runs/{run_id}/metrics",
         "/api/rounds/{round_id}", "/api/rounds/{round_id}/pseudo-labels", "/api/jobs/{job_id}/cancel",
+        "/api/rounds/{round_id}/model", "/api/rounds/{round_id}/gallery", "/api/rounds/{round_id}/quality",
     } <= routes
 
 

@@ -140,3 +140,10 @@ def test_the_token_is_checked_before_the_body(tmp_path, monkeypatch, tagged_fold
         assert leftovers(tmp_path) == []
         accepted = upload(client, "tags", zip_of(tagged_folder), Authorization="Bearer secret")
         assert accepted.status_code == 201
+
+
+def test_a_malformed_multipart_body_is_400(client):
+    boundary = "a222103b9b30b1f9e8be6882ecedb1d2"
+    response = client.post("/api/datasets/upload", content=f"--{boundary}\r\n[]--{boundary}--\r\n".encode(),
+                           headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code == 400 and "malformed multipart/form-data body" in response.json()["detail"]

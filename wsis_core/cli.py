@@ -21,18 +21,31 @@ DEFAULT_VAL_SPLIT = "val"
 
 
 class _ProgressBar:
-    """An ``on_progress(done, total)`` callback drawing a tqdm bar on stderr."""
+    """An ``on_progress(done, total)`` callback drawing a tqdm bar on stderr that counts real units: ``unit``, or
+    the unit of the stage its description ends with (``wsis_core.rounds.STAGE_UNITS``). ``phase(name, unit)``
+    gives the callback of one phase of a stage, drawn as its own bar (see ``wsis_core.rounds.phases``)."""
 
-    def __init__(self, description: str):
+    def __init__(self, description: str, unit: str | None = None):
+        from wsis_core.rounds import STAGE_UNITS
+
         self._description = description
-        self._bar = None
+        self._unit = unit or STAGE_UNITS.get(description.split()[-1], "step")
+        self.bars: list[tqdm] = []
 
     def __call__(self, done: int, total: int) -> None:
-        if self._bar is None:
-            self._bar = tqdm(total=total, desc=self._description, unit="img", file=sys.stderr)
-        self._bar.update(done - self._bar.n)
+        self._draw(self._description, self._unit, done, total)
+
+    def phase(self, name: str, unit: str):
+        return lambda done, total: self._draw(f"{self._description}: {name}", unit, done, total)
+
+    def _draw(self, description: str, unit: str, done: int, total: int) -> None:
+        if not self.bars or self.bars[-1].desc != description:
+            self.bars.append(tqdm(total=total, desc=description, unit=unit, file=sys.stderr))
+        bar = self.bars[-1]
+        bar.total = total
+        bar.update(done - bar.n)
         if done >= total:
-            self._bar.close()
+            bar.close()
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
@@ -42,7 +55,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
     from wsis_core.data.synth import generate_dataset
 
     def generate(out: Path) -> None:
-        generate_dataset(out, args.train, args.val, args.size, args.seed, on_progress=_ProgressBar("synth"),
+        generate_dataset(out, args.train, args.val, args.size, args.seed, on_progress=_ProgressBar("synth", "img"),
                          difficulty=args.difficulty, workers=args.workers)
 
     if args.layout == "voc":
@@ -65,7 +78,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
     truth = open_ground_truth(args.data, args.split)
     if not truth.images:
         raise WsisInputError(f"{args.data}: no ground truth for split {args.split} (no image of it has masks)")
-    coco = ground_truth_to_coco(truth, on_progress=_ProgressBar("convert"))
+    coco = ground_truth_to_coco(truth, on_progress=_ProgressBar("convert", "img"))
     write_json(args.out, ground_truth_as_results(coco) if args.as_results else coco)
     skipped = f" ({truth.total - len(truth.images)} images without ground truth left out)" if len(truth.images) < truth.total else ""
     print(f"wrote {len(coco['images'])} images, {len(coco['annotations'])} instances to {args.out}{skipped}")
@@ -196,39 +209,76 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if (args.data is None) == (args.images is None):
         raise WsisInputError("give either --images DIR or --data DIR [--split S]")
     if args.images is not None:
-        result = predict_images(Path(args.run), args.round, args.images, args.device, on_progress=_ProgressBar("predict"))
+        result = predict_images(Path(args.run), args.round, args.images, args.device, on_progress=_ProgressBar("predict", "batch"))
         write_json(args.out, result)
         print(f"wrote {len(result['annotations'])} instances on {len(result['images'])} images to {args.out}")
         return
     predictions = predict_run(Path(args.run), args.round, args.data, args.split, args.device,
-                              on_progress=_ProgressBar("predict"))
+                              on_progress=_ProgressBar("predict", "batch"))
     write_json(args.out, predictions)
     print(f"wrote {len(predictions)} instances to {args.out}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from wsis_core.exports import export_run
+
+    labels = export_run(Path(args.run), args.round, args.format, Path(args.out))
+    print(f"wrote the pseudo labels of {labels.parent.name.replace('_', ' ')} as {args.format} to {args.out}")
+
+
+def cmd_profile_show(args: argparse.Namespace) -> None:
+    from wsis_core.profiles import describe_fields
+
+    rows = describe_fields(args.profile)
+    width = max(len(f"{name} = {value!r}") for name, _, value, _ in rows)
+    print(f"profile {args.profile}: every field (--set FIELD=VALUE, or config.overrides in the API)")
+    for name, type_name, value, meaning in rows:
+        print(f"  {f'{name} = {value!r}':<{width}}  [{type_name}] {meaning}")
+
+
+class HELP_FORMAT(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows every flag's default (not for required flags, switches, or flags without one)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.required or action.default in (None, False, argparse.SUPPRESS):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def _add_split_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--train-split", default="train", help="split to train on (default: train)")
+    parser.add_argument("--train-split", default="train", help="split to train on")
     parser.add_argument("--val-split", help="split to evaluate on; none: no evaluation (default: val where it exists)")
 
 
+def _add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda or cuda:N")
+
+
 def _add_profile_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="tiny", help="tiny (CPU, minutes) or paper (the paper's settings, GPU)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--seed", type=int, default=0)
+    from wsis_core.profiles import PROFILES
+
+    parser.add_argument("--profile", default="tiny", choices=tuple(PROFILES),
+                        help="tiny (CPU, minutes) or paper (the paper's settings, GPU); `wsis profile show` lists its fields")
+    _add_device_option(parser)
+    parser.add_argument("--seed", type=int, default=0, help="random seed of every stage")
     parser.add_argument("--backbone-weights", help="local torchvision ResNet state_dict (default: random init)")
-    parser.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override any profile field")
+    parser.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                        help="override a profile field (repeatable); `wsis profile show` lists them")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wsis", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="wsis", description=__doc__, formatter_class=HELP_FORMAT)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    synth = commands.add_parser("synth", help="generate a synthetic VOC-layout dataset")
-    synth.add_argument("out")
+    def command(name: str, text: str, parent=commands) -> argparse.ArgumentParser:
+        return parent.add_parser(name, help=text, description=text, formatter_class=HELP_FORMAT)
+
+    synth = command("synth", "generate a synthetic VOC-layout dataset")
+    synth.add_argument("out", help="folder to write (must not exist)")
     synth.add_argument("--train", type=int, default=100, help="number of training images")
     synth.add_argument("--val", type=int, default=40, help="number of validation images")
     synth.add_argument("--size", type=int, default=160, help="image side in pixels")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=int, default=0, help="random seed of the generator")
     synth.add_argument("--difficulty", choices=DIFFICULTIES, default="easy",
                        help="easy: each class has its own colours; hard: colour says nothing, only the shape; "
                             "parts: one body look for all classes, the class only in a small part, 1-9 instances")
@@ -239,64 +289,84 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --layout tagged: also write ground_truth.json (read by evaluation only)")
     synth.set_defaults(handler=cmd_synth)
 
-    convert = commands.add_parser("convert", help="write a split's ground truth as COCO JSON")
+    convert = command("convert", "write a split's ground truth as COCO JSON")
     convert.add_argument("--data", required=True, help="dataset folder (tagged, VOC or COCO layout)")
-    convert.add_argument("--split", required=True)
-    convert.add_argument("--out", required=True)
+    convert.add_argument("--split", required=True, help="split whose ground truth to write")
+    convert.add_argument("--out", required=True, help="COCO JSON file to write")
     convert.add_argument("--as-results", action="store_true",
                          help="write the ground truth as a COCO results list with score 1 (sanity checks)")
     convert.set_defaults(handler=cmd_convert)
 
-    evaluate = commands.add_parser("eval", help="mAP^r@0.25/0.5/0.75, mAP^b@0.5 and COCO AP of predictions")
+    evaluate = command("eval", "mAP^r@0.25/0.5/0.75, mAP^b@0.5 and COCO AP of predictions")
     evaluate.add_argument("--gt", required=True, help="COCO ground truth written by `wsis convert`")
     evaluate.add_argument("--pred", required=True, help="COCO results list")
     evaluate.add_argument("--out", help="also write the metrics JSON here")
     evaluate.set_defaults(handler=cmd_eval)
 
-    cues = commands.add_parser("cues", help="round-1 cues: classifier, peaks, PSA labels, SS score maps")
-    cues.add_argument("--data", required=True)
+    cues = command("cues", "round-1 cues: classifier, peaks, PSA labels, SS score maps")
+    cues.add_argument("--data", required=True, help="dataset folder (tagged, VOC or COCO layout)")
     cues.add_argument("--out", required=True, help="work folder")
     _add_split_options(cues)
     _add_profile_options(cues)
     cues.set_defaults(handler=cmd_cues)
 
-    mil = commands.add_parser("mil", help="proposals, bags (Eq. 4) and WSDDN boxes (Eq. 2) → mil_boxes.json")
-    mil.add_argument("--data", required=True)
+    mil = command("mil", "proposals, bags (Eq. 4) and WSDDN boxes (Eq. 2) → mil_boxes.json")
+    mil.add_argument("--data", required=True, help="the dataset folder the cues were computed on")
     mil.add_argument("--work", required=True, help="work folder of `wsis cues`")
     mil.add_argument("--proposals", default="selective-search", help="selective-search or a folder of MCG/npz/json files")
-    mil.add_argument("--device", default="auto")
+    _add_device_option(mil)
     mil.set_defaults(handler=cmd_mil)
 
-    ccgr = commands.add_parser("ccgr", help="CCGR (Eq. 3) of the MIL boxes → ccgr_boxes.json, pseudo_labels.json")
+    ccgr = command("ccgr", "CCGR (Eq. 3) of the MIL boxes → ccgr_boxes.json, pseudo_labels.json")
     ccgr.add_argument("--work", required=True, help="work folder of `wsis cues` and `wsis mil`")
-    ccgr.add_argument("--iters", type=int, default=200)
-    ccgr.add_argument("--gap", choices=("ring", "paper"), default="ring")
+    ccgr.add_argument("--iters", type=int, default=200, help="CCGR gradient steps per box")
+    ccgr.add_argument("--gap", choices=("ring", "paper"), default="ring", help="the gap term of Eq. 3")
     ccgr.add_argument("--no-ccgr", action="store_true", help="crop with the MIL boxes (Table 3 ablation)")
-    ccgr.add_argument("--device", default="auto")
+    _add_device_option(ccgr)
     ccgr.set_defaults(handler=cmd_ccgr)
 
-    train = commands.add_parser("train", help="the whole method: rounds of MIL, SS, CCGR and IS")
-    train.add_argument("--data", required=True)
+    train = command("train", "the whole method: rounds of MIL, SS, CCGR and IS")
+    train.add_argument("--data", required=True, help="dataset folder (tagged, VOC or COCO layout)")
     train.add_argument("--out", required=True, help="run folder")
-    train.add_argument("--rounds", type=int, default=3)
-    train.add_argument("--supervision", choices=("weak", "full"), default="weak")
-    train.add_argument("--no-ccgr", action="store_true")
-    train.add_argument("--box-source", choices=("mil", "seg"), default="mil")
-    train.add_argument("--proposals", default="selective-search")
-    train.add_argument("--resume", action="store_true")
+    train.add_argument("--rounds", type=int, default=3, help="rounds to run (or to reach, with --resume)")
+    train.add_argument("--supervision", choices=("weak", "full"), default="weak",
+                       help="weak: image-level labels; full: the fully supervised upper bound on true masks")
+    train.add_argument("--no-ccgr", action="store_true", help="crop with the MIL boxes (Table 3 ablation)")
+    train.add_argument("--box-source", choices=("mil", "seg"), default="mil",
+                       help="pseudo-label boxes from MIL, or from the SS masks (Table 3's Seg only)")
+    train.add_argument("--proposals", default="selective-search", help="selective-search or a folder of MCG/npz/json files")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out with its stored configuration")
     _add_split_options(train)
     _add_profile_options(train)
     train.set_defaults(handler=cmd_train)
 
-    predict = commands.add_parser("predict", help="instance masks from a trained run (IS branch only)")
-    predict.add_argument("--run", required=True)
-    predict.add_argument("--round", type=int, help="default: the last finished round")
+    predict = command("predict", "instance masks from a trained run (IS branch only)")
+    predict.add_argument("--run", required=True, help="run folder (of `wsis train`)")
+    predict.add_argument("--round", type=int, help="round whose model predicts (default: the last finished round)")
     predict.add_argument("--images", help="a folder of images (searched recursively; no tags needed)")
     predict.add_argument("--data", help="a dataset folder (with --split)")
-    predict.add_argument("--split", default="val")
-    predict.add_argument("--out", required=True)
-    predict.add_argument("--device", default="auto")
+    predict.add_argument("--split", default="val", help="split of --data to predict")
+    predict.add_argument("--out", required=True, help="COCO results JSON to write")
+    _add_device_option(predict)
     predict.set_defaults(handler=cmd_predict)
+
+    export = command("export", "a round's pseudo labels as COCO (RLE), COCO polygons or YOLO")
+    export.add_argument("--run", required=True, help="run folder (of `wsis train`)")
+    export.add_argument("--round", type=int, help="round number (default: the last round with pseudo labels)")
+    export.add_argument("--format", required=True, choices=("coco", "coco-polygon", "yolo"),
+                        help="coco: the file as written; coco-polygon: polygons from the mask contours; yolo: a zip "
+                             "of labels/<image>.txt, data.yaml, images.txt")
+    export.add_argument("--out", required=True, help="file to write (.json, or .zip for yolo)")
+    export.set_defaults(handler=cmd_export)
+
+    profile = command("profile", "the training profiles")
+    profile_commands = profile.add_subparsers(dest="profile_command", required=True, metavar="ACTION",
+                                              help="show: print a profile's fields")
+    show = command("show", "print every field of a profile with its value and meaning", profile_commands)
+    from wsis_core.profiles import PROFILES
+
+    show.add_argument("--profile", default="tiny", choices=tuple(PROFILES), help="profile to show")
+    show.set_defaults(handler=cmd_profile_show)
     return parser
 
 

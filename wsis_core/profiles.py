@@ -214,7 +214,8 @@ def get_profile(name: str, /, **overrides) -> Profile:
                              "not as an override")
     unknown = sorted(set(overrides) - set(_HINTS))
     if unknown:
-        raise WsisInputError(f"unknown profile field(s): {', '.join(unknown)}")
+        raise WsisInputError(f"unknown profile field(s): {', '.join(unknown)} (valid fields: "
+                             f"{', '.join(sorted(set(_HINTS) - {'name', 'seed'}))}; `wsis profile show` describes them)")
     return dataclasses.replace(PROFILES[name], **{k: _parse(k, v) for k, v in overrides.items()})
 
 
@@ -303,3 +304,85 @@ PROFILES: dict[str, Profile] = {
         epoch_images=None,
     ),
 }
+
+# One line per field: what it means (``wsis profile show``; the comments above say why a default is what it is).
+FIELD_HELP: dict[str, str] = {
+    "name": "the profile's name (choose it with --profile / config.profile)",
+    "backbone": "shared backbone of every branch: resnet18 or resnet50",
+    "backbone_weights": "local torchvision ResNet state_dict file (none: random initialisation)",
+    "backbone_weights_sha256": "sha256 the weights file must have (none: not checked)",
+    "output_stride": "backbone output stride of the cue networks: 8, 16 or 32",
+    "input_size": "side in pixels the images are resized to for the networks",
+    "freeze_bn": "keep batch-norm statistics fixed (needed for batch size 1)",
+    "seed": "random seed of every stage (set it with --seed / config.seed)",
+    "infer_batch_size": "images per inference batch",
+    "epoch_images": "images one epoch of every training loop draws (none: the whole train split)",
+    "cue_precision": "classifier and AffinityNet training precision: auto, fp32 or bf16",
+    "cls_epochs": "classifier training epochs",
+    "cls_batch_size": "classifier batch size",
+    "cls_lr": "classifier learning rate",
+    "cls_weight_decay": "classifier weight decay",
+    "cls_pooling": "classifier pooling: gap (CAM/PSA) or lse (log-sum-exp)",
+    "cls_lse_r": "sharpness r of log-sum-exp pooling",
+    "cls_min_scale": "smallest random rescale factor of classifier training batches",
+    "cls_max_scale": "largest random rescale factor of classifier training batches",
+    "peak_window": "odd side of the PRM local-maximum window, in response-map cells",
+    "peak_threshold": "a peak must reach this fraction of its map's range",
+    "peak_min_score": "a peak's response must exceed this (none: any response)",
+    "cam_fg_threshold": "normalised CAM above which PSA seeds foreground",
+    "cam_bg_threshold": "normalised CAM below which PSA seeds background",
+    "aff_epochs": "AffinityNet training epochs",
+    "aff_batch_size": "AffinityNet batch size",
+    "aff_lr": "AffinityNet learning rate",
+    "aff_weight_decay": "AffinityNet weight decay",
+    "aff_radius": "pixel pairs closer than this (stride-8 cells) get an affinity",
+    "rw_beta": "power the affinities are raised to before the random walk",
+    "rw_t": "random-walk steps (power of the transition matrix)",
+    "rw_bg_power": "power of the background score (1 - max CAM) propagated with the CAMs",
+    "label_min_score": "pixels whose top propagated score is lower get the ignore label",
+    "seg_epochs": "SS branch training epochs",
+    "seg_batch_size": "SS branch batch size",
+    "seg_lr": "SS branch learning rate",
+    "seg_weight_decay": "SS branch weight decay",
+    "psp_bins": "pyramid pooling bin sizes of the SS branch",
+    "seg_image_classes": "S of a train image over background and its labelled classes only",
+    "proposal_max": "selective-search proposals kept per image",
+    "proposal_workers": "processes computing selective search",
+    "mil_top_k": "proposals kept per bag (Eq. 4; paper: 10)",
+    "mil_lambda": "background penalty of Eq. 4 (paper: 0.1)",
+    "mil_epochs": "MIL (WSDDN) training epochs",
+    "mil_lr": "MIL learning rate",
+    "mil_weight_decay": "MIL weight decay",
+    "mil_feature_stage": "backbone stage (0-3) whose features ROIAlign pools for MIL",
+    "mil_hidden": "width of the WSDDN head's hidden layers",
+    "mil_nms_iou": "of two MIL boxes of one class overlapping more, the weaker goes (1: keep all)",
+    "ccgr_iters": "CCGR gradient steps per box (Eq. 3)",
+    "ccgr_lr": "CCGR step size (none: 1 % of the map's longer side per step)",
+    "ccgr_context_scale": "context box size relative to the box in CCGR",
+    "ccgr_gap": "CCGR gap term: ring or paper",
+    "ccgr_chunk_images": "images whose boxes are refined in one batched CCGR call",
+    "crop_mode": "pseudo mask pixels: argmax of S is the box's class, or threshold",
+    "crop_threshold": "score above which a pixel is in the mask (crop_mode threshold)",
+    "min_instance_pixels": "smallest pseudo mask kept, in pixels",
+    "is_epochs": "IS branch (Mask R-CNN) training epochs",
+    "is_batch_size": "IS branch batch size",
+    "is_lr": "IS branch learning rate",
+    "is_weight_decay": "IS branch weight decay",
+    "is_min_size": "IS branch input: shorter side in pixels",
+    "is_max_size": "IS branch input: longest side at most, in pixels",
+    "is_proposals": "RPN proposals kept per image in training (half at test time)",
+    "is_rois": "RoIs sampled per image for the box and mask losses",
+    "is_mask_channels": "width of the mask head",
+    "is_fpn_channels": "FPN width (RPN, box and mask heads)",
+    "is_box_head_size": "width of the box head's fully connected layers",
+    "is_precision": "IS training precision: auto, fp32 or bf16",
+    "is_score_threshold": "IS predictions below this score are dropped",
+    "is_label_score": "IS predictions at least this confident become the next round's cues",
+}
+
+
+def describe_fields(name: str) -> list[tuple[str, str, object, str]]:
+    """(field, type, value in profile ``name``, one-line meaning) of every profile field, in order."""
+    profile = get_profile(name)
+    return [(f.name, _type_name(_HINTS[f.name]), getattr(profile, f.name), FIELD_HELP[f.name])
+            for f in dataclasses.fields(Profile)]

@@ -122,12 +122,36 @@ class RoundContext:
         return open_weak_dataset(self.config.data, self.config.val_split)
 
 
-def phases(on_progress: Progress, *weights: float) -> list[Progress]:
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a stage: its name, the unit its steps count (``it``: training iterations, ``img``: images,
+    ``batch``: inference batches) and its share of the stage's progress."""
+
+    name: str
+    unit: str
+    weight: float
+
+
+# The unit of the steps a single-phase stage reports (the others name their phases' units: see ``phases``).
+# Round 1's cues, ss and mil have phases; round k > 1's cues predict the train split in batches.
+STAGE_UNITS = {"cues": "batch", "proposals": "img", "ccgr": "chunk", "pseudo_labels": "img", "is_train": "it",
+               "evaluate": "batch"}
+
+
+def phases(on_progress: Progress, *parts: Phase) -> list[Progress]:
     """Split one stage's ``on_progress`` over consecutive phases whose step counts are not known in
-    advance: phase i reports its own (done, total) and moves the stage's progress over its share
-    ``weights[i] / sum(weights)``; the stage reports per mille."""
+    advance.
+
+    A callback with a ``phase(name, unit)`` method (the command line's progress bars) gets one callback per
+    phase from it, counting that phase's own steps in its unit. Any other callback (a worker's job progress)
+    sees one progress: phase i reports its own (done, total) and moves the stage's progress over its share
+    ``weight / sum(weights)``, in per mille of the stage.
+    """
     if on_progress is None:
-        return [None] * len(weights)
+        return [None] * len(parts)
+    if hasattr(on_progress, "phase"):
+        return [on_progress.phase(part.name, part.unit) for part in parts]
+    weights = [part.weight for part in parts]
     scale = 1000 / sum(weights)
     offsets = [sum(weights[:i]) for i in range(len(weights))]
     return [

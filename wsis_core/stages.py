@@ -29,13 +29,14 @@ from wsis_core.data.guard import weak_supervision
 from wsis_core.device import resolve_precision
 from wsis_core.errors import WsisInputError
 from wsis_core.evaluation import evaluate
+from wsis_core.exports import with_coco_metadata
 from wsis_core.io import read_json, write_json
 from wsis_core.instance_seg import load_mask_rcnn, mask_rcnn_for, predict_instances, train_instance_segmentation
 from wsis_core.mil import WSDDNHead, distinct_boxes, select_boxes, train_mil
 from wsis_core.peaks import find_peaks
 from wsis_core.proposals import PrecomputedProposals, ProposalStore, SelectiveSearchOptions, compute_proposals
 from wsis_core.pseudo_labels import make_instance_labels, semantic_label_from_instances, to_coco_annotations
-from wsis_core.rounds import Progress, RoundContext, phases
+from wsis_core.rounds import Phase, Progress, RoundContext, phases
 from wsis_core.segmentation import build_segmentation_model, predict_score_maps, train_segmentation
 
 CLASSIFIER, AFFINITY, SEGMENTATION, MIL = "models/classifier.pt", "models/affinity.pt", "models/segmentation.pt", "models/mil.pt"
@@ -55,10 +56,11 @@ def _guard(ctx: RoundContext):
 
 
 def _coco_file(ctx: RoundContext, annotations: list[dict]) -> dict:
-    """A COCO annotation file over the train split (ids per the dataset id contract)."""
+    """A COCO annotation file over the train split (ids per the dataset id contract), with the ``info`` and
+    ``licenses`` other tools' importers expect."""
     images = [{"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height} for i in ctx.train_set.images]
     categories = [{"id": k + 1, "name": name} for k, name in enumerate(ctx.config.classes)]
-    return {"images": images, "categories": categories, "annotations": annotations}
+    return with_coco_metadata({"images": images, "categories": categories, "annotations": annotations})
 
 
 def round_classifier(ctx: RoundContext):
@@ -100,7 +102,8 @@ def stage_cues(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
 
 def _first_round_cues(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
     ds, profile, work = ctx.train_set, ctx.profile, ctx.work
-    train_p, peaks_p, labels_p = phases(on_progress, 100, 10, 100)
+    train_p, peaks_p, labels_p = phases(on_progress, Phase("classifier training", "it", 100), Phase("peaks", "batch", 10),
+                                          Phase("semantic labels (affinity training + propagation)", "step", 100))
     with _guard(ctx):
         classifier = train_classifier(ds, profile, ctx.device, on_progress=train_p)
         save_checkpoint(work.path(CLASSIFIER), classifier, profile.to_dict(), ctx.config.classes)
@@ -162,7 +165,7 @@ def stage_ss(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
     model = build_segmentation_model(profile, len(ctx.config.classes), copy.deepcopy(round_classifier(ctx).backbone))
     if ctx.number > 1:  # warm start from the previous round's SS branch
         model.load_state_dict(load_checkpoint(ctx.previous().require(SEGMENTATION)).state_dict)
-    train_p, predict_p = phases(on_progress, 100, 20)
+    train_p, predict_p = phases(on_progress, Phase("training", "it", 100), Phase("score maps", "batch", 20))
     with _guard(ctx):
         model = train_segmentation(ds, labels, profile, ctx.device, model=model, on_progress=train_p)
         for info, scores in zip(ds.images, predict_score_maps(model, ds, profile, ctx.device, on_progress=predict_p)):
@@ -246,7 +249,8 @@ def stage_mil(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
 def _mil_boxes(ctx: RoundContext, on_progress: Progress) -> list[dict]:
     ds, profile = ctx.train_set, ctx.profile
     proposals = proposal_source(ctx)
-    bag_p, train_p, select_p = phases(on_progress, 10, 100, 20)
+    bag_p, train_p, select_p = phases(on_progress, Phase("bags", "img", 10), Phase("training", "it", 100),
+                                      Phase("box selection", "img", 20))
     backbone = _StageFeatures(copy.deepcopy(round_classifier(ctx).backbone), profile.mil_feature_stage)
     head = WSDDNHead(backbone.backbone.channels[profile.mil_feature_stage], len(ctx.config.classes),
                      hidden=profile.mil_hidden)

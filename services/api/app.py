@@ -1,4 +1,4 @@
-"""The FastAPI application: ``uvicorn --factory services.api.app:create_app`` (OpenAPI at ``/docs``)."""
+"""The FastAPI application: ``uvicorn --factory services.api.app:create_app`` (OpenAPI at ``/docs``, served offline)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from starlette.routing import Match
 from services.api.db import sessionmaker_for
 from services.api.guards import RequestGuard
 from services.api.read_cache import InvalidateOnWrite, ReadCache
-from services.api.routes import datasets, health, rounds, runs
+from services.api.routes import datasets, docs, health, review, rounds, runs
 from services.api.settings import Settings, get_settings, prepare_folders
 from services.workers import backend
 from services.workers.celery_app import app as celery_app
@@ -77,15 +77,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Datasets, runs, rounds, jobs, artifacts and metrics of weakly supervised instance segmentation.",
         version="0.1.0",
         lifespan=_lifespan,
+        docs_url=None,  # served by services.api.routes.docs from this server's files, not from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.sessionmaker = sessionmaker_for(settings.database_url)
     app.state.read_cache = ReadCache(settings.read_cache_ms / 1000)
     app.add_middleware(InvalidateOnWrite, cache=app.state.read_cache)
     app.add_middleware(RequestGuard, settings=settings)  # outermost: before the cache and every route
-    for module in (health, datasets, runs, rounds):
+    for module in (health, datasets, runs, rounds, review):
         app.include_router(module.router, prefix="/api")
+    app.include_router(docs.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount(docs.ASSETS_URL, StaticFiles(directory=docs.ASSETS_DIR), name="docs-assets")
 
     @app.get("/", include_in_schema=False)
     def status_page() -> FileResponse:

@@ -32,8 +32,12 @@ CROSS_SITE = frozenset({"cross-site", "same-site"})  # Sec-Fetch-Site of a reque
 UPLOAD_PATH = "/api/datasets/upload"
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
                     (b"referrer-policy", b"same-origin")]
-# The status page and its files load nothing from elsewhere; /docs (Swagger UI) loads its script from a CDN.
+# The status page and its files load nothing from elsewhere; nor does /docs (Swagger UI, served by this server),
+# whose widgets set inline styles and draw data: images.
 PAGE_POLICY = b"default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
+DOCS_POLICY = (b"default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; "
+               b"base-uri 'none'; form-action 'self'; object-src 'none'")
+DOCS_PATHS = ("/docs", "/docs-assets/")
 OTHER_POLICY = b"frame-ancestors 'none'"
 
 
@@ -47,8 +51,10 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        page = scope["path"] == "/" or scope["path"].startswith("/static/")
-        send = _with_security_headers(send, PAGE_POLICY if page else OTHER_POLICY)
+        path = scope["path"]
+        page = path == "/" or path.startswith("/static/")
+        docs = path.startswith(DOCS_PATHS)
+        send = _with_security_headers(send, PAGE_POLICY if page else DOCS_POLICY if docs else OTHER_POLICY)
         if scope["method"] in READ_METHODS or not scope["path"].startswith("/api/"):
             await self.app(scope, receive, send)
             return

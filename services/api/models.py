@@ -93,6 +93,8 @@ class Run(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
     config: Mapped[dict] = mapped_column(JSON)
+    # Rounds the run launches by itself: when round k < this succeeds, round k+1 is queued in the same transaction.
+    rounds_to_launch: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     dataset: Mapped[Dataset] = relationship(back_populates="runs")
@@ -148,6 +150,7 @@ class Job(Base):
     stage: Mapped[str] = mapped_column(String(64))
     position: Mapped[int] = mapped_column(Integer)
     queue: Mapped[str] = mapped_column(String(16))
+    device: Mapped[str | None] = mapped_column(String(32))  # where its last attempt ran (cpu, cuda); None before
     status: Mapped[str] = mapped_column(String(16), default=QUEUED)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     message: Mapped[str | None] = mapped_column(Text)

@@ -103,9 +103,15 @@ class RunConfig(Body):
         return self
 
 
+MAX_ROUNDS_TO_LAUNCH = 50
+
+
 class RunCreate(Body):
     dataset_id: Id
     config: RunConfig = Field(default_factory=RunConfig)
+    rounds_to_launch: Integer = Field(1, ge=1, le=MAX_ROUNDS_TO_LAUNCH, description=(
+        "rounds the run launches by itself: launching round 1 queues round k+1 whenever round k succeeds, up to "
+        "this number (later rounds are launched one at a time)"))
 
 
 class RoundSummary(Out):
@@ -121,6 +127,7 @@ class RunOut(Out):
     id: int
     dataset_id: int
     config: dict[str, Any]
+    rounds_to_launch: int
     created_at: datetime
     rounds: list[RoundSummary]
 
@@ -130,6 +137,7 @@ class JobOut(Out):
     round_id: int
     stage: str
     queue: str
+    device: str | None = Field(description="where the job's last attempt ran (cpu, cuda); null before it started")
     status: str
     progress: float
     message: str | None
@@ -189,3 +197,91 @@ class Health(BaseModel):
 
 
 RoundMetrics = dict[str, int | str | float | None]  # {"round": k, "round_id": id, "split": s, "<metric>": value, ...}
+
+
+class GalleryClass(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    category_id: int
+    class_name: str = Field(alias="class")
+    instances: int
+    images: int = Field(description="images with at least one instance of the class")
+
+
+class GalleryItem(BaseModel):
+    image_id: int
+    file_name: str
+    width: int
+    height: int
+    instances: int
+    classes: list[str] = Field(description="classes of the image's instances")
+    min_score: float | None = Field(description="lowest instance score (null: no instance, or no scores)")
+    mean_score: float | None
+    change: float | None = Field(description="0: the same instances as the previous round, 1: nothing in common; "
+                                             "null in round 1")
+    thumbnail_url: str
+    overlay_url: str
+    previous_overlay_url: str | None = Field(description="the same image in the previous round (null in round 1)")
+
+
+class GalleryOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    round_id: int
+    round: int
+    previous_round_id: int | None
+    total: int = Field(description="images matching the class filter")
+    limit: int
+    offset: int
+    sort: str
+    class_name: str | None = Field(alias="class")
+    classes: list[GalleryClass] = Field(description="per-class instance and image counts of the round")
+    items: list[GalleryItem]
+
+
+class ClassQuality(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    category_id: int
+    class_name: str = Field(alias="class")
+    instances: int
+    images: int
+    mean_score: float | None
+    instances_per_image: float | None = Field(description="over the images that have the class")
+
+
+class Agreement(BaseModel):
+    matched: int = Field(description="instances of this round matched to one of the previous round (same image and "
+                                     "class, mask IoU >= iou_threshold)")
+    mean_iou: float | None
+    added: int
+    dropped: int
+    images_changed: int
+    iou_threshold: float
+
+
+class GroundTruthQuality(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    images: int = Field(description="train images with ground truth: the figures below are on these only")
+    instances: int
+    pseudo_instances: int
+    precision: float | None
+    recall: float | None
+    matched_iou: float | None
+    map_r_50: float = Field(alias="mAP_r@0.5", description="percent")
+    iou_threshold: float
+
+
+class QualityOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    round_id: int
+    round: int
+    previous_round_id: int | None
+    images: int
+    instances: int
+    images_without_instances: int
+    classes: list[ClassQuality]
+    agreement: Agreement | None = Field(description="null in round 1")
+    ground_truth: GroundTruthQuality | None = Field(description="null: no train image has ground truth")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import AsyncIterator
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from wsis_core.data.dataset import detect_layout
@@ -65,6 +66,8 @@ class MultipartUpload:
                     raise UploadTooLarge(f"upload larger than {self.limit_bytes // 2**20} MB (WSIS_MAX_UPLOAD_MB)")
                 self._parser.write(chunk)
             self._parser.finalize()
+        except MultipartParseError as exc:
+            raise WsisInputError(f"malformed multipart/form-data body ({exc})") from None
         finally:
             if self._part.handle is not None:
                 self._part.handle.close()

@@ -75,9 +75,10 @@ class JobContext:
 
 
 def start(session: Session, job_id: int, task_id: str | None, message: str, lease_s: float,
-          max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> JobContext | str:
+          max_attempts: int = DEFAULT_MAX_ATTEMPTS, device: str | None = None) -> JobContext | str:
     """Claim a queued job whose earlier stages all succeeded, or a running one whose lease lapsed (one more lost
-    attempt, below ``max_attempts``); else SKIPPED (it ended, or is unknown), HELD or BLOCKED.
+    attempt, below ``max_attempts``), recording the ``device`` it runs on; else SKIPPED (it ended, or is unknown),
+    HELD or BLOCKED.
 
     The claim is one conditional UPDATE, so of two tasks reaching a job (a duplicate send) one runs it, and
     neither runs a stage whose predecessor failed, was cancelled or has not run yet.
@@ -95,6 +96,7 @@ def start(session: Session, job_id: int, task_id: str | None, message: str, leas
         update(Job)
         .where(Job.id == job_id, or_(Job.status == QUEUED, lost), predecessors_done)
         .values(status=RUNNING, attempts=Job.attempts + 1, celery_task_id=task_id, message=message, error=None,
+                device=device,
                 lost_attempts=Job.lost_attempts + case((Job.status == RUNNING, 1), else_=0),
                 started_at=func.coalesce(Job.started_at, now), heartbeat_at=now)
         .execution_options(synchronize_session=False)
@@ -297,10 +299,22 @@ def finish(
     )
     if not left:
         _close_round(session, ctx.round_id, SUCCEEDED)
+        _continue_run(session, ctx)
     following = next_queued_round(session, ctx.run_id, ctx.round_number)
     if following is not None:
         _mark_undispatched(session, following)  # sent by the worker next; by the recovery loop if it dies first
     return SUCCEEDED
+
+
+def _continue_run(session: Session, ctx: JobContext) -> None:
+    """After round k succeeded: queue round k+1 with the same stages when the run's ``rounds_to_launch`` is
+    above k and the run has no later round yet (it is sent like any next job: see :func:`finish`)."""
+    run = session.get(Run, ctx.run_id)
+    later = session.scalar(select(Round.id).where(Round.run_id == ctx.run_id, Round.number > ctx.round_number).limit(1))
+    if ctx.round_number >= run.rounds_to_launch or later is not None:
+        return
+    plan = session.execute(select(Job.stage, Job.queue).where(Job.round_id == ctx.round_id).order_by(Job.position))
+    new_round(session, run, [(stage, queue) for stage, queue in plan])
 
 
 def fail(session: Session, ctx: JobContext, error: str) -> None:

@@ -45,7 +45,8 @@ def run_job(job_id: int, task_id: str | None) -> str:
     settings = get_settings()
     device = pick_device()
     with session_scope(settings.database_url) as session:
-        ctx = jobs.start(session, job_id, task_id, f"running on {device}", settings.job_lease_s, settings.max_attempts)
+        ctx = jobs.start(session, job_id, task_id, f"running on {device}", settings.job_lease_s, settings.max_attempts,
+                         device=device)
     if isinstance(ctx, str):
         return ctx
     rounds = backend.load()

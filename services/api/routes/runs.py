@@ -35,7 +35,7 @@ def create_run(body: RunCreate, session: SessionDep, settings: SettingsDep) -> R
             weights_file(settings, weights)
         except WsisInputError as exc:
             raise HTTPException(400, str(exc)) from None
-    run = Run(dataset_id=body.dataset_id, config=body.config.model_dump())
+    run = Run(dataset_id=body.dataset_id, config=body.config.model_dump(), rounds_to_launch=body.rounds_to_launch)
     session.add(run)
     session.commit()
     return run

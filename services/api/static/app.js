@@ -13,12 +13,17 @@ const ROUTES = {
   round: "/api/rounds/{round_id}",
   roundArtifacts: "/api/rounds/{round_id}/artifacts",
   pseudoLabels: "/api/rounds/{round_id}/pseudo-labels",
+  model: "/api/rounds/{round_id}/model",
+  gallery: "/api/rounds/{round_id}/gallery",
+  quality: "/api/rounds/{round_id}/quality",
   cancelJob: "/api/jobs/{job_id}/cancel",
 };
+const EXPORTS = [["coco", "COCO (RLE)"], ["coco-polygon", "COCO polygons"], ["yolo", "YOLO zip"]];
+const GALLERY_PAGE = 24; // thumbnails per gallery page: the page never loads more images at once
+const NOT_METRICS = new Set(["round", "round_id", "split"]);
 const POLL_MS = 2000;
 const LIST_LIMIT = 500; // the API's largest page of datasets and runs
 const ACTIVE = new Set(["queued", "running"]);
-const CHART_METRICS = ["mAP_r@0.25", "mAP_r@0.5", "mAP_b@0.5"];
 const TOKEN_KEY = "wsis.apiToken";
 // The SVG namespace, taken from an <svg> the HTML parser created (keeps this file free of URLs).
 const SVG_NS = (() => {
@@ -37,6 +42,8 @@ const state = {
   messages: new Map(), // run id -> {text, error}
   rendered: new Map(), // run id -> signature of the rendered block
   openDetails: new Set(), // round ids whose artifact list is expanded
+  gallery: new Map(), // round id -> {open, offset, className, sort, data, selected, error}
+  quality: new Map(), // round id -> {open, data, error}
 };
 
 // ---------------------------------------------------------------- helpers
@@ -78,6 +85,17 @@ function time(value) {
 
 function fmt(value) {
   return value === null || value === undefined ? "–" : Number(value).toFixed(2);
+}
+
+function duration(seconds) {
+  if (!(seconds >= 0)) return "–";
+  if (seconds < 60) return `${Math.round(seconds)} s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
+  return `${Math.floor(seconds / 3600)} h ${Math.round((seconds % 3600) / 60)} min`;
+}
+
+function seconds(from, to) {
+  return from ? ((to ? Date.parse(to) : Date.now()) - Date.parse(from)) / 1000 : NaN;
 }
 
 function token() {
@@ -254,6 +272,8 @@ function runSignature(run) {
     [...state.busy].filter((key) => key.startsWith("job:")),
     state.messages.get(run.id),
     datasetName(run.dataset_id),
+    run.rounds.map((round) => [state.gallery.get(round.id), state.quality.get(round.id)]),
+    run.rounds.some((round) => ACTIVE.has(round.status)) ? Math.floor(Date.now() / 5000) : 0, // durations, ETA
   ]);
 }
 
@@ -337,7 +357,7 @@ function renderRun(run) {
       { class: "run-head" },
       el("h3", {}, `Run ${run.id}`),
       el("span", { class: "muted" },
-        `dataset ${datasetName(run.dataset_id)} · profile ${config.profile ?? "?"} · ${config.supervision ?? "weak"} supervision · seed ${config.seed ?? 0} · created ${time(run.created_at)}`),
+        `dataset ${datasetName(run.dataset_id)} · profile ${config.profile ?? "?"} · ${config.supervision ?? "weak"} supervision · seed ${config.seed ?? 0}${config.ccgr === false ? " · no CCGR" : ""} · boxes from ${config.box_source ?? "mil"}${Object.keys(config.overrides || {}).length ? ` · overrides ${Object.entries(config.overrides).map(([k, v]) => `${k}=${v}`).join(", ")}` : ""} · launches ${run.rounds_to_launch ?? 1} round(s) by itself · created ${time(run.created_at)}`),
       launch,
     ),
     message ? el("p", { class: message.error ? "form-message error-text" : "form-message" }, message.text) : null,
@@ -348,10 +368,34 @@ function renderRun(run) {
   );
 }
 
+function artifactLink(round, artifact) {
+  // the artifacts a route serves are links to it
+  if (artifact.kind === "pseudo_labels") return url(ROUTES.pseudoLabels, { round_id: round.id });
+  if (artifact.kind === "model" && artifact.stage === "is_train") return url(ROUTES.model, { round_id: round.id });
+  return null;
+}
+
+function renderDownloads(round, artifacts) {
+  const hasLabels = artifacts.some((artifact) => artifact.kind === "pseudo_labels" && !artifact.missing);
+  const hasModel = artifacts.some((artifact) => artifact.kind === "model" && artifact.stage === "is_train" && !artifact.missing);
+  if (!hasLabels && !hasModel) return el("span", { class: "muted downloads" }, "pseudo labels: not produced yet");
+  return el("span", { class: "downloads" },
+    hasLabels ? "Download pseudo labels: " : null,
+    hasLabels ? EXPORTS.flatMap(([format, label], index) => [
+      index ? " · " : null,
+      el("a", { class: format === "coco" ? "download" : `download-${format}`, download: true,
+        href: format === "coco" ? url(ROUTES.pseudoLabels, { round_id: round.id })
+          : `${url(ROUTES.pseudoLabels, { round_id: round.id })}?format=${format}` }, label),
+    ]) : null,
+    hasModel ? [hasLabels ? " · " : null,
+      el("a", { class: "download-model", download: true, href: url(ROUTES.model, { round_id: round.id }) }, "model.pt")] : null,
+  );
+}
+
 function renderRound(summary) {
   const round = state.rounds.get(summary.id)?.data || { ...summary, jobs: [], metrics: [] };
   const artifacts = state.artifacts.get(summary.id)?.list || [];
-  const hasLabels = artifacts.some((artifact) => artifact.kind === "pseudo_labels");
+  const hasLabels = artifacts.some((artifact) => artifact.kind === "pseudo_labels" && !artifact.missing);
   const details = el(
     "details",
     { ontoggle: (event) => (event.target.open ? state.openDetails.add(round.id) : state.openDetails.delete(round.id)) },
@@ -359,13 +403,17 @@ function renderRound(summary) {
     artifacts.length === 0
       ? el("p", { class: "empty" }, "no artifacts yet")
       : el("ul", { class: "plain artifacts" },
-        artifacts.map((artifact) =>
-          el("li", {}, el("code", {}, artifact.path), ` ${artifact.stage} / ${artifact.kind}, ${artifact.size} bytes`))),
+        artifacts.map((artifact) => {
+          const link = artifactLink(round, artifact);
+          return el("li", {}, link && !artifact.missing ? el("a", { href: link, download: true }, el("code", {}, artifact.path))
+            : el("code", {}, artifact.path), ` ${artifact.stage} / ${artifact.kind}, ${artifact.size} bytes`,
+          artifact.missing ? el("span", { class: "error-text" }, " (missing from the store)") : null);
+        })),
   );
   details.open = state.openDetails.has(round.id);
   return el(
     "section",
-    { class: "round" },
+    { class: "round", id: `round-${round.id}` },
     el(
       "div",
       { class: "round-head" },
@@ -373,46 +421,180 @@ function renderRound(summary) {
       el("span", { class: `badge ${round.status}` }, round.status),
       el("span", { class: "muted" },
         `created ${time(round.created_at)} · started ${time(round.started_at)} · finished ${time(round.finished_at)}`),
-      hasLabels
-        ? el("a", { class: "download", href: url(ROUTES.pseudoLabels, { round_id: round.id }), download: true },
-          "Download pseudo labels (COCO JSON)")
-        : el("span", { class: "muted" }, "pseudo labels: not produced yet"),
+      renderDownloads(round, artifacts),
     ),
-    round.jobs.length === 0 ? el("p", { class: "empty" }, "no jobs") : renderJobs(round.jobs),
+    round.jobs.length === 0 ? el("p", { class: "empty" }, "no jobs") : renderJobs(round),
+    hasLabels ? renderQuality(round) : null,
+    hasLabels ? renderGallery(round) : null,
     details,
   );
 }
 
-function renderJobs(jobs) {
+function renderJobs(round) {
+  const jobs = round.jobs;
+  const headers = ["stage", "queue", "device", "status", "progress", "duration", "ETA", "message / error", ""];
   return el(
     "table",
     { class: "jobs" },
-    el("thead", {}, el("tr", {}, ["stage", "queue", "status", "progress", "message / error", ""].map((h) => el("th", {}, h)))),
+    el("thead", {}, el("tr", {}, headers.map((h) => el("th", {}, h)))),
     el(
       "tbody",
       {},
       jobs.map((job) => {
         const percent = Math.round((job.progress || 0) * 100);
         const busy = state.busy.has(`job:${job.id}`);
+        const elapsed = seconds(job.started_at, job.finished_at);
+        const eta = job.status === "running" && job.progress > 0 && job.progress < 1
+          ? duration((elapsed * (1 - job.progress)) / job.progress) : "–";
         return el(
           "tr",
           {},
           el("td", {}, job.stage),
           el("td", {}, job.queue),
+          el("td", {}, job.device || "–"),
           el("td", {}, el("span", { class: `badge ${job.status}` }, job.status),
             job.attempts > 1 ? el("span", { class: "muted" }, ` (attempt ${job.attempts})`) : null),
           el("td", {}, el("progress", { max: 100, value: percent, title: `${percent}%` }, `${percent}%`), ` ${percent}%`),
+          el("td", { class: "duration" }, duration(elapsed)),
+          el("td", { class: "eta" }, eta),
           el("td", {},
             job.error ? el("pre", { class: "error-text" }, job.error) : null,
             job.message ? el("span", { class: "muted" }, job.message) : null),
           el("td", {}, ACTIVE.has(job.status)
-            ? el("button", { type: "button", class: "small", disabled: busy, onclick: () => cancelJob(job) },
-              busy ? "Cancelling…" : "Cancel")
+            ? el("button", { type: "button", class: "small", disabled: busy, onclick: () => cancelJob(job, round),
+              title: `cancel round ${round.number}: this stage stops, the stages after it do not run` },
+            busy ? "Cancelling…" : "Cancel round")
             : null),
         );
       }),
     ),
   );
+}
+
+// ---------------------------------------------------------------- quality and gallery panels
+
+function renderQuality(round) {
+  const panel = state.quality.get(round.id) || { open: false };
+  const body = [];
+  if (panel.error) body.push(el("p", { class: "error-text" }, panel.error));
+  else if (!panel.data) body.push(el("p", { class: "empty" }, "loading…"));
+  else {
+    const q = panel.data;
+    body.push(el("p", {}, `${q.instances} instances on ${q.images} train images; ${q.images_without_instances} images without any instance`));
+    body.push(el("table", { class: "quality-table" },
+      el("thead", {}, el("tr", {}, ["class", "instances", "images", "mean score", "instances / image"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, q.classes.map((row) => el("tr", {},
+        el("td", {}, row.class), el("td", {}, row.instances), el("td", {}, row.images),
+        el("td", {}, fmt(row.mean_score)), el("td", {}, fmt(row.instances_per_image)))))));
+    const a = q.agreement;
+    body.push(el("p", { class: "agreement" }, a
+      ? `vs round ${round.number - 1}: ${a.matched} instances matched (mask IoU ≥ ${a.iou_threshold}), mean IoU ${fmt(a.mean_iou)}, ${a.added} added, ${a.dropped} dropped, ${a.images_changed} images changed`
+      : round.number > 1 ? `round ${round.number - 1} has no pseudo labels to compare with` : "round 1: no previous round to compare with"));
+    const gt = q.ground_truth;
+    body.push(el("p", { class: "ground-truth" }, gt
+      ? `against ground truth (${gt.images} train images that have it, ${gt.instances} instances): precision ${fmt(gt.precision)}, recall ${fmt(gt.recall)} at mask IoU ${gt.iou_threshold}, mean IoU of matched ${fmt(gt.matched_iou)}, mAP_r@0.5 ${fmt(gt["mAP_r@0.5"])}`
+      : "no ground truth on the train images: precision and recall not available"));
+  }
+  const details = el("details", { class: "quality", ontoggle: (event) => toggleQuality(round.id, event.target.open) },
+    el("summary", {}, "quality of the pseudo labels"), body);
+  details.open = panel.open;
+  return details;
+}
+
+async function toggleQuality(roundId, open) {
+  const panel = state.quality.get(roundId) || {};
+  if (panel.open === open) return;
+  state.quality.set(roundId, { ...panel, open });
+  if (open && !panel.data) {
+    try {
+      state.quality.set(roundId, { open, data: await api("GET", url(ROUTES.quality, { round_id: roundId })) });
+    } catch (error) {
+      state.quality.set(roundId, { open, error: error.message });
+    }
+  }
+  render();
+}
+
+function renderGallery(round) {
+  const panel = state.gallery.get(round.id) || { open: false, offset: 0, className: "", sort: "review" };
+  const body = [];
+  const data = panel.data;
+  if (panel.error) body.push(el("p", { class: "error-text" }, panel.error));
+  if (data) {
+    const classSelect = el("select", { class: "gallery-class", "aria-label": "class filter",
+      onchange: (event) => loadGallery(round.id, { className: event.target.value, offset: 0 }) },
+    el("option", { value: "" }, "all classes"),
+    data.classes.map((c) => el("option", { value: c.class, selected: c.class === panel.className },
+      `${c.class} (${c.instances} instances, ${c.images} images)`)));
+    const sortSelect = el("select", { class: "gallery-sort", "aria-label": "sort order",
+      onchange: (event) => loadGallery(round.id, { sort: event.target.value, offset: 0 }) },
+    el("option", { value: "review", selected: panel.sort === "review" }, "review order (no instance, low score, changed)"),
+    el("option", { value: "id", selected: panel.sort === "id" }, "image id"));
+    const last = Math.min(data.offset + data.items.length, data.total);
+    body.push(el("div", { class: "gallery-controls" }, classSelect, sortSelect,
+      el("button", { type: "button", class: "page prev", disabled: data.offset === 0,
+        onclick: () => loadGallery(round.id, { offset: Math.max(0, data.offset - GALLERY_PAGE) }) }, "‹ previous"),
+      el("span", { class: "gallery-range" }, data.total ? `${data.offset + 1}–${last} of ${data.total}` : "no images"),
+      el("button", { type: "button", class: "page next", disabled: last >= data.total,
+        onclick: () => loadGallery(round.id, { offset: data.offset + GALLERY_PAGE }) }, "next ›")));
+    body.push(el("div", { class: "gallery-grid" }, data.items.map((item) => el("figure", {
+      class: `thumb${panel.selected && panel.selected.image_id === item.image_id ? " selected" : ""}`,
+      onclick: () => { state.gallery.set(round.id, { ...state.gallery.get(round.id), selected: item }); render(); },
+      title: `${item.file_name}: click for the full-size overlay`,
+    },
+    el("img", { src: item.thumbnail_url, alt: `image ${item.image_id}`, loading: "lazy", width: 120 }),
+    el("figcaption", {}, `#${item.image_id} · ${item.instances} inst.`,
+      item.min_score !== null ? ` · min ${fmt(item.min_score)}` : "",
+      item.change !== null ? ` · Δ ${fmt(item.change)}` : "")))));
+    if (panel.selected) body.push(renderViewer(round, data, panel.selected));
+  } else if (!panel.error) body.push(el("p", { class: "empty" }, "loading…"));
+  const details = el("details", { class: "gallery", ontoggle: (event) => toggleGallery(round.id, event.target.open) },
+    el("summary", {}, "gallery of the pseudo labels"), body);
+  details.open = panel.open;
+  return details;
+}
+
+function renderViewer(round, data, item) {
+  const side = (title, src) => el("figure", {}, el("figcaption", {}, title),
+    src ? el("img", { src, alt: title }) : el("p", { class: "empty" }, "no previous round"));
+  return el("div", { class: "viewer" },
+    el("div", { class: "viewer-head" },
+      el("strong", {}, item.file_name), ` · ${item.instances} instances${item.classes.length ? ` (${item.classes.join(", ")})` : ""}`,
+      el("button", { type: "button", class: "small close",
+        onclick: () => { state.gallery.set(round.id, { ...state.gallery.get(round.id), selected: null }); render(); } }, "close")),
+    el("div", { class: "viewer-images" },
+      side(`round ${round.number}`, item.overlay_url),
+      side(data.previous_round_id ? `round ${round.number - 1}` : "previous round", item.previous_overlay_url)));
+}
+
+async function toggleGallery(roundId, open) {
+  const panel = state.gallery.get(roundId) || { offset: 0, className: "", sort: "review" };
+  if (panel.open === open) return;
+  state.gallery.set(roundId, { ...panel, open });
+  if (open && !panel.data) await loadGallery(roundId, {});
+  else render();
+}
+
+async function loadGallery(roundId, change) {
+  const panel = { ...state.gallery.get(roundId), ...change };
+  const query = new URLSearchParams({ limit: GALLERY_PAGE, offset: panel.offset, sort: panel.sort });
+  if (panel.className) query.set("class", panel.className);
+  try {
+    const data = await api("GET", `${url(ROUTES.gallery, { round_id: roundId })}?${query}`);
+    state.gallery.set(roundId, { ...panel, data, error: null, selected: change.offset === undefined ? panel.selected : null });
+  } catch (error) {
+    state.gallery.set(roundId, { ...panel, error: error.message });
+  }
+  render();
+}
+
+// ---------------------------------------------------------------- chart
+
+function niceMax(value) {
+  // the smallest of 1, 2, 2.5, 5 times a power of ten that is at least ``value``
+  if (!(value > 0)) return 1;
+  const power = 10 ** Math.floor(Math.log10(value));
+  return [1, 2, 2.5, 5, 10].map((step) => step * power).find((top) => top >= value);
 }
 
 function renderChart(run) {
@@ -421,14 +603,15 @@ function renderChart(run) {
   const splits = [...new Set(rows.map((row) => row.split))];
   const split = dataset && splits.includes(dataset.val_split) ? dataset.val_split : splits[0];
   const points = rows.filter((row) => row.split === split).sort((a, b) => a.round - b.round);
-  const values = points.flatMap((row) => CHART_METRICS.map((name) => row[name])).filter((v) => typeof v === "number");
+  const names = [...new Set(points.flatMap((row) => Object.keys(row).filter((key) => !NOT_METRICS.has(key) && typeof row[key] === "number")))];
+  const values = points.flatMap((row) => names.map((name) => row[name])).filter((v) => typeof v === "number");
   if (values.length === 0 && valGroundTruth(dataset) === false) {
     return el("p", { class: "empty chart-empty no-ground-truth" }, "no ground truth: metrics not available");
   }
   if (values.length === 0) return el("p", { class: "empty chart-empty" }, "no metrics yet — they appear when a round has been evaluated");
 
   const W = 520, H = 220, left = 44, right = 12, top = 12, bottom = 34;
-  const yMax = Math.max(...values) > 1 ? 100 : 1;
+  const yMax = niceMax(Math.max(...values) * 1.05);
   const rounds = points.map((row) => row.round);
   const xMin = Math.min(...rounds), xMax = Math.max(...rounds);
   const x = (r) => (xMax === xMin ? left + (W - left - right) / 2 : left + ((r - xMin) / (xMax - xMin)) * (W - left - right));
@@ -440,27 +623,28 @@ function renderChart(run) {
     const v = (yMax * i) / 4;
     chart.append(
       svg("line", { x1: left, x2: W - right, y1: y(v), y2: y(v), class: "grid" }),
-      svg("text", { x: left - 6, y: y(v) + 4, class: "tick", "text-anchor": "end" }, String(yMax === 1 ? v.toFixed(2) : v)),
+      svg("text", { x: left - 6, y: y(v) + 4, class: "tick", "text-anchor": "end" }, String(Number(v.toPrecision(3)))),
     );
   }
   for (const r of rounds) {
     chart.append(svg("text", { x: x(r), y: H - bottom + 16, class: "tick", "text-anchor": "middle" }, String(r)));
   }
   chart.append(svg("text", { x: (left + W - right) / 2, y: H - 4, class: "axis", "text-anchor": "middle" }, "round"));
-  CHART_METRICS.forEach((name, index) => {
+  names.forEach((name, index) => {
     const series = points.filter((row) => typeof row[name] === "number");
+    const colour = `s${index % 6}`;
     if (series.length > 1) {
-      chart.append(svg("polyline", { class: `line s${index}`, points: series.map((row) => `${x(row.round)},${y(row[name])}`).join(" ") }));
+      chart.append(svg("polyline", { class: `line ${colour}`, points: series.map((row) => `${x(row.round)},${y(row[name])}`).join(" ") }));
     }
     for (const row of series) {
-      chart.append(svg("circle", { class: `dot s${index}`, cx: x(row.round), cy: y(row[name]), r: 4 },
+      chart.append(svg("circle", { class: `dot ${colour}`, cx: x(row.round), cy: y(row[name]), r: 4 },
         svg("title", {}, `${name}, round ${row.round}: ${fmt(row[name])}`)));
     }
   });
   const legend = el("div", { class: "legend" },
-    CHART_METRICS.map((name, index) => {
+    names.map((name, index) => {
       const last = [...points].reverse().find((row) => typeof row[name] === "number");
-      return el("span", {}, el("i", { class: `swatch s${index}` }), `${name} ${last ? `(round ${last.round}: ${fmt(last[name])})` : "(–)"}`);
+      return el("span", {}, el("i", { class: `swatch s${index % 6}` }), `${name} ${last ? `(round ${last.round}: ${fmt(last[name])})` : "(–)"}`);
     }),
     el("span", { class: "muted" }, `split: ${split}`),
   );
@@ -484,16 +668,17 @@ async function launchRound(runId) {
   poll();
 }
 
-async function cancelJob(job) {
+async function cancelJob(job, round) {
+  const runId = round.run_id;
+  const question = `Cancel round ${round.number} of run ${runId}? Its ${job.stage} stage ${job.status === "running" ? "stops" : "never starts"} and the stages after it do not run (finished stages are kept; "Retry round ${round.number}" continues).`;
+  if (!window.confirm(question)) return;
   state.busy.add(`job:${job.id}`);
   render();
-  const round = state.rounds.get(job.round_id)?.data;
-  const runId = round ? round.run_id : null;
   try {
     await api("POST", url(ROUTES.cancelJob, { job_id: job.id }));
-    if (runId !== null) state.messages.set(runId, { text: `job ${job.id} (${job.stage}) cancelled`, error: false });
+    state.messages.set(runId, { text: `round ${round.number} cancelled (at its ${job.stage} stage)`, error: false });
   } catch (error) {
-    if (runId !== null) state.messages.set(runId, { text: `Could not cancel job ${job.id}: ${error.message}`, error: true });
+    state.messages.set(runId, { text: `Could not cancel round ${round.number}: ${error.message}`, error: true });
   }
   state.busy.delete(`job:${job.id}`);
   render();
@@ -518,6 +703,17 @@ async function submitForm(form, makeRequest, describeSuccess) {
     button.disabled = false;
     poll();
   }
+}
+
+function parseOverrides(text) {
+  // one FIELD=VALUE per line (the API converts and checks the values, as `wsis --set` does)
+  const overrides = {};
+  for (const line of text.split("\n").map((item) => item.trim()).filter(Boolean)) {
+    const at = line.indexOf("=");
+    if (at < 1) throw new ApiError(`profile override "${line}": expected FIELD=VALUE`);
+    overrides[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+  }
+  return overrides;
 }
 
 function setup() {
@@ -562,8 +758,18 @@ function setup() {
     }
     await submitForm(
       runForm,
-      (data) => api("POST", ROUTES.runs, { dataset_id: Number(datasetId), config: { profile: data.get("profile") } }),
-      (run) => `created run ${run.id} — launch its first round in the list`,
+      (data) => api("POST", ROUTES.runs, {
+        dataset_id: Number(datasetId),
+        rounds_to_launch: Number(data.get("rounds_to_launch") || 1),
+        config: {
+          profile: data.get("profile"),
+          seed: Number(data.get("seed") || 0),
+          ccgr: !data.get("no_ccgr"),
+          box_source: data.get("box_source"),
+          overrides: parseOverrides(data.get("overrides") || ""),
+        },
+      }),
+      (run) => `created run ${run.id} — launch its first round in the list${run.rounds_to_launch > 1 ? ` (rounds 2–${run.rounds_to_launch} follow by themselves)` : ""}`,
     );
   });
 
