@@ -337,7 +337,7 @@ FIELD_HELP: dict[str, str] = {
     "aff_weight_decay": "AffinityNet weight decay",
     "aff_radius": "pixel pairs closer than this (stride-8 cells) get an affinity",
     "rw_beta": "power the affinities are raised to before the random walk",
-    "rw_t": "random-walk steps (power of the transition matrix)",
+    "rw_t": "random-walk steps (power of the transition matrix; 0: labels from the CAMs, no walk)",
     "rw_bg_power": "power of the background score (1 - max CAM) propagated with the CAMs",
     "label_min_score": "pixels whose top propagated score is lower get the ignore label",
     "seg_epochs": "SS branch training epochs",
