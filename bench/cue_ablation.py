@@ -2,7 +2,8 @@
 change of a profile default cites.
 
 For every dataset (``--data``, repeatable), seed (``--seeds``) and variant (``--variant NAME:FIELD=VALUE,...``;
-``NAME:`` alone is the profile as it is) this runs round 1 of ``wsis train`` through ``--through`` (default
+``NAME:`` alone is the profile as it is; ``NAME@BASE:FIELD=VALUE,...`` starts from a copy of variant BASE's round
+1 with its stages before ``--fork-stage`` kept, for fields that only act from that stage on) this runs round 1 of ``wsis train`` through ``--through`` (default
 ``pseudo_labels``: no IS branch, so a variant costs minutes) in ``WORK/<dataset>/<variant>_s<seed>``, then the per-stage
 microscope of it (``stage_report.round_rows``; the train split's ground truth is read by this report only). The
 selective-search proposals of a dataset are computed once and shared by its runs (they depend on the images and
@@ -27,6 +28,7 @@ import statistics
 from pathlib import Path
 
 from cues_quality import classification_map
+from paper_tables import fork_first_round
 from reporting import Progress, report_header, write_report
 from stage_report import TrainTruth, round_rows
 from wsis_core import stages
@@ -55,17 +57,19 @@ KEY_ROWS = (
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
-def parse_variant(parser: argparse.ArgumentParser, text: str) -> tuple[str, dict[str, str]]:
-    name, sep, fields = text.partition(":")
-    if not sep or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-        parser.error(f"--variant {text}: expected NAME:FIELD=VALUE,... (NAME of letters, digits, _ or -)")
+def parse_variant(parser: argparse.ArgumentParser, text: str) -> tuple[str, str | None, dict[str, str]]:
+    """``NAME[@BASE]:FIELD=VALUE,...`` -> (name, base or None, overrides)."""
+    head, sep, fields = text.partition(":")
+    match = re.fullmatch(r"([A-Za-z0-9_-]+)(?:@([A-Za-z0-9_-]+))?", head)
+    if not sep or not match:
+        parser.error(f"--variant {text}: expected NAME[@BASE]:FIELD=VALUE,... (names of letters, digits, _ or -)")
     overrides = {}
     for item in filter(None, fields.split(",")):
         field, eq, value = item.partition("=")
         if not eq:
             parser.error(f"--variant {text}: {item!r} is not FIELD=VALUE")
         overrides[field.strip()] = value.strip()
-    return name, overrides
+    return match[1], match[2], overrides
 
 
 def run_round_one(run: Path, config: RunConfig, through: str, device, shared_proposals: Path | None) -> None:
@@ -130,6 +134,8 @@ def main() -> None:
     parser.add_argument("--variant", action="append", required=True, help="NAME:FIELD=VALUE,... (repeatable)")
     parser.add_argument("--profile", default="tiny")
     parser.add_argument("--through", default="pseudo_labels", choices=STAGES[:STAGES.index("pseudo_labels") + 1])
+    parser.add_argument("--fork-stage", default="ccgr", choices=STAGES[1:STAGES.index("pseudo_labels") + 1],
+                        help="a NAME@BASE variant reruns round 1 from this stage on")
     parser.add_argument("--work", required=True)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--notes-file", help="markdown appended to the report as its Notes section")
@@ -142,8 +148,11 @@ def main() -> None:
         classes = tuple(open_weak_dataset(data, "train").classes)
         for seed in seeds:
             shared = None
-            for name, overrides in variants:
+            for name, base, overrides in variants:
                 run = work / data.name / f"{name}_s{seed}"
+                if base is not None:
+                    fork_first_round(work / data.name / f"{base}_s{seed}", run,
+                                     STAGES[:STAGES.index(args.fork_stage)])
                 config = RunConfig(data=str(data), classes=classes, profile=args.profile, overrides=overrides,
                                    seed=seed)
                 print(f"== {run}", flush=True)

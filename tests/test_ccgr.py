@@ -168,6 +168,24 @@ def test_paper_mode_shrinks_onto_the_core_of_a_graded_object():
     assert phi(paper) > phi(ring)
 
 
+def test_outward_moves_grow_a_part_box_to_the_object_and_never_shrink_it():
+    """A box on the part where S is strongest: free moves shrink it onto the part (Eq. 3's gap there, 0.5,
+    is close to the whole object's, 0.54, and the gradient from the start points inwards); outward moves keep
+    every side at least where it started, and on a flat object grow a part box whose context reaches the
+    object's border to the object."""
+    score = 0.5 * rectangle_map([OBJECT])
+    part = (22.0, 26.0, 30.0, 34.0)
+    score[0, 26:34, 22:30] = 1.0
+    start = torch.tensor([[20.0, 24.0, 32.0, 36.0]])
+    free = ccgr_refine(score, start, torch.tensor([0]))[0]
+    outward = ccgr_refine(score, start, torch.tensor([0]), moves="outward")[0]
+    assert iou(free, torch.tensor(part)) >= 0.9
+    assert bool((outward[:2] <= start[0, :2]).all() and (outward[2:] >= start[0, 2:]).all())
+    part_box = torch.tensor([[18.0, 22.0, 30.0, 34.0]])
+    grown = ccgr_refine(rectangle_map([OBJECT]), part_box, torch.tensor([0]), moves="outward")[0]
+    assert iou(grown, torch.tensor(OBJECT)) >= 0.85
+
+
 def test_box_on_a_flat_plateau_does_not_move():
     """The whole context inside a flat region: Eq. 3 is locally constant, the gradient exactly 0."""
     start = torch.tensor([[28.0, 28.0, 36.0, 36.0]])
@@ -276,6 +294,7 @@ def test_no_boxes_and_no_iterations():
         ({"peaks": torch.zeros(1, 3), "peak_map_idx": torch.zeros(1, dtype=torch.long)}, "peaks must be"),
         ({"peaks": torch.zeros(1, 2), "peak_map_idx": torch.tensor([2])}, "peak_map_idx values"),
         ({"gap": "mean"}, "gap must be one of"),
+        ({"moves": "inward"}, "moves must be one of"),
         ({"context_scale": 1.0}, "context_scale"),
         ({"iters": -1}, "iters"),
         ({"lr": 0.0}, "lr must be positive"),

@@ -30,6 +30,10 @@ from dataclasses import dataclass
 import torch
 
 GAP_MODES = ("ring", "paper")
+# "free": every side moves either way (the paper); "outward": a side only moves away from the box's centre, so
+# a box only grows from its starting box (a box on a discriminative part grows to the object, never shrinks
+# onto the part when S itself is strongest there).
+MOVE_MODES = ("free", "outward")
 MIN_BOX_SIZE = 2.0  # px; boxes are kept at least this wide and high
 DEFAULT_LR_FRACTION = 0.01  # default Adam step size: 1 % of max(H, W) px per iteration
 ADAM_BETAS = (0.9, 0.999)
@@ -207,7 +211,7 @@ def cosine_lr(lr: float, step: int, iters: int) -> float:
     return lr * 0.5 * (1 + math.cos(math.pi * step / iters))
 
 
-def _validate(score_maps, boxes, map_idx, peaks, peak_map_idx, iters, lr, context_scale, gap) -> None:
+def _validate(score_maps, boxes, map_idx, peaks, peak_map_idx, iters, lr, context_scale, gap, moves) -> None:
     if not isinstance(score_maps, torch.Tensor) or score_maps.dim() != 3:
         raise ValueError(f"score_maps must be a tensor [M, H, W], got shape {_shape(score_maps)}")
     if not score_maps.is_floating_point():
@@ -239,6 +243,14 @@ def _validate(score_maps, boxes, map_idx, peaks, peak_map_idx, iters, lr, contex
         raise ValueError(f"context_scale must be > 1 (the context must be larger than the box), got {context_scale!r}")
     if gap not in GAP_MODES:
         raise ValueError(f"gap must be one of {GAP_MODES}, got {gap!r}")
+    if moves not in MOVE_MODES:
+        raise ValueError(f"moves must be one of {MOVE_MODES}, got {moves!r}")
+
+
+def outward_only(candidate: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """``candidate`` boxes with every side at least as far out as in ``start`` (x1, y1 no larger; x2, y2 no
+    smaller): the "outward" move mode."""
+    return torch.cat((torch.minimum(candidate[:, :2], start[:, :2]), torch.maximum(candidate[:, 2:], start[:, 2:])), 1)
 
 
 def _validate_index(name: str, index, length: int, num_maps: int) -> None:
@@ -267,6 +279,7 @@ def ccgr_refine_with_trace(
     lr: float | None = None,
     context_scale: float = 1.5,
     gap: str = "ring",
+    moves: str = "free",
 ) -> CCGRResult:
     """Refine boxes by minimising sum_k of the CCGR loss of Eq. 3 and return the trace.
 
@@ -281,6 +294,9 @@ def ccgr_refine_with_trace(
     iterations; a box that already contains more than one peak at the start is frozen from the
     start. Containment is tested on the closed box, x1 <= x <= x2 and y1 <= y <= y2.
 
+    ``moves="outward"`` keeps every side at least as far out as in the (projected) input box after each step
+    (:func:`outward_only`): the loss is Eq. 3 unchanged, minimised over boxes that contain the input box.
+
     Input boxes are first projected to valid boxes (clipped to the map, sides >= MIN_BOX_SIZE).
     Computation runs on ``score_maps``' device in float64 (the table and the coordinates): box sums
     are differences of large table entries, and in float32 their rounding noise (~1e-7 on the
@@ -288,7 +304,7 @@ def ccgr_refine_with_trace(
     flat; Adam would turn that noise into full-size random steps. Results are cast back to the
     score maps' dtype and come back on the boxes' device.
     """
-    _validate(score_maps, boxes, map_idx, peaks, peak_map_idx, iters, lr, context_scale, gap)
+    _validate(score_maps, boxes, map_idx, peaks, peak_map_idx, iters, lr, context_scale, gap, moves)
     num_maps, height, width = score_maps.shape
     device, dtype = score_maps.device, score_maps.dtype
     step_size = default_lr(height, width) if lr is None else float(lr)
@@ -296,6 +312,7 @@ def ccgr_refine_with_trace(
     sat = integral_image(score_maps.detach())
     idx = map_idx.to(device)
     current = project_boxes(boxes.detach().to(device, torch.float64), height, width)
+    start = current
     box_peaks = None
     stopped = torch.zeros(current.shape[0], dtype=torch.bool, device=device)
     if peaks is not None:
@@ -312,6 +329,8 @@ def ccgr_refine_with_trace(
         with torch.no_grad():
             update = adam_step(grad, state, step + 1, cosine_lr(step_size, step, iters))
             candidate = project_boxes(current - update, height, width)
+            if moves == "outward":
+                candidate = outward_only(candidate, start)
             if box_peaks is not None:
                 stopped |= count_peaks(candidate, box_peaks) > 1
             current = torch.where(stopped.unsqueeze(1), current, candidate)
@@ -333,13 +352,15 @@ def ccgr_refine(
     lr: float | None = None,
     context_scale: float = 1.5,
     gap: str = "ring",
+    moves: str = "free",
 ) -> torch.Tensor:
     """Refined boxes [K, 4] by CCGR (Eq. 2, Eq. 3); see :func:`ccgr_refine_with_trace` for details.
 
     score_maps: [M, H, W] class score maps in [0, 1]; boxes: [K, 4] (x1, y1, x2, y2) in map pixels;
     map_idx: [K] map of each box; peaks: [P, 2] (x, y) with peak_map_idx [P] enable the peak stop
     rule; lr: Adam step in px per iteration (None: 1 % of max(H, W)); gap: "ring" (mean over
-    C = B~ - B) or "paper" (Phi(C) = Phi(B~) - Phi(B) as printed in the paper).
+    C = B~ - B) or "paper" (Phi(C) = Phi(B~) - Phi(B) as printed in the paper); moves: "free" (the paper) or
+    "outward" (boxes only grow from the input boxes).
     """
     return ccgr_refine_with_trace(
         score_maps,
@@ -351,4 +372,5 @@ def ccgr_refine(
         lr=lr,
         context_scale=context_scale,
         gap=gap,
+        moves=moves,
     ).boxes

@@ -99,6 +99,7 @@ class Profile:
     ccgr_lr: float | None = None  # None: 1 % of the map's longer side per iteration
     ccgr_context_scale: float = 1.5
     ccgr_gap: str = "ring"
+    ccgr_moves: str = "free"  # "outward": box sides only move out, a box only grows from its MIL box
     ccgr_chunk_images: int = 64  # images whose boxes are refined in one batched call
     crop_mode: str = "argmax"  # instance pixels: argmax of S is the box's class, or score > crop_threshold
     crop_threshold: float = 0.5
@@ -171,6 +172,7 @@ class Profile:
             _require(0 <= getattr(self, name) <= 1, name, getattr(self, name), "between 0 and 1")
         _require(self.ccgr_context_scale > 1, "ccgr_context_scale", self.ccgr_context_scale, "greater than 1")
         _require(self.ccgr_gap in ("ring", "paper"), "ccgr_gap", self.ccgr_gap, "ring or paper")
+        _require(self.ccgr_moves in ("free", "outward"), "ccgr_moves", self.ccgr_moves, "free or outward")
         for name in ("cue_precision", "is_precision"):
             _require(getattr(self, name) in PRECISIONS, name, getattr(self, name), " or ".join(PRECISIONS))
         _require(self.epoch_images is None or self.epoch_images >= 1, "epoch_images", self.epoch_images, "at least 1 or none")
@@ -360,6 +362,7 @@ FIELD_HELP: dict[str, str] = {
     "ccgr_lr": "CCGR step size (none: 1 % of the map's longer side per step)",
     "ccgr_context_scale": "context box size relative to the box in CCGR",
     "ccgr_gap": "CCGR gap term: ring or paper",
+    "ccgr_moves": "CCGR box sides: free (paper) or outward (a box only grows from its MIL box)",
     "ccgr_chunk_images": "images whose boxes are refined in one batched CCGR call",
     "crop_mode": "pseudo mask pixels: argmax of S is the box's class, or threshold",
     "crop_threshold": "score above which a pixel is in the mask (crop_mode threshold)",

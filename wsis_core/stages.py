@@ -348,6 +348,7 @@ def _refine_chunk(ctx: RoundContext, infos, by_image, peaks) -> dict[int, dict]:
         peaks=torch.tensor(peak_xy, dtype=torch.float32, device=device).view(-1, 2),
         peak_map_idx=torch.tensor(peak_map, dtype=torch.long, device=device),
         iters=profile.ccgr_iters, lr=profile.ccgr_lr, context_scale=profile.ccgr_context_scale, gap=profile.ccgr_gap,
+        moves=profile.ccgr_moves,
     ).cpu()
     return {ann_id: {"bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)}
             for ann_id, (x1, y1, x2, y2) in zip(ids, result.tolist())}
