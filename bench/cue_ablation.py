@@ -34,7 +34,7 @@ from stage_report import TrainTruth, round_rows
 from wsis_core import stages
 from wsis_core.data.dataset import open_weak_dataset
 from wsis_core.device import resolve_device
-from wsis_core.rounds import STAGES, RoundContext, RunConfig, run_stage_in, write_config
+from wsis_core.rounds import STAGES, RoundContext, RunConfig, marker_name, run_stage_in, write_config
 
 # (stage, measure) rows of the summary, in the microscope's words.
 KEY_ROWS = (
@@ -147,7 +147,8 @@ def main() -> None:
     for data in map(Path, args.data):
         classes = tuple(open_weak_dataset(data, "train").classes)
         for seed in seeds:
-            shared = None
+            shared = next((p for p in sorted((work / data.name).glob("*/proposals"))
+                           if (p.parent / "round_1" / marker_name("proposals")).exists()), None)
             for name, base, overrides in variants:
                 run = work / data.name / f"{name}_s{seed}"
                 if base is not None:

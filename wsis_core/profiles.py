@@ -46,9 +46,9 @@ class Profile:
     # MIL branch stay fp32 (bench/results/cue_precision_cpu.md).
     cue_precision: str = "auto"
     # Multi-label classifier (image-level labels, BCE): CAMs and PRM peaks.
-    # Cue steps (epochs of epoch_images): 6 / 3 / 3 instead of 4 / 1 / 2 raised weak round 3 on 600 images from
-    # 48.5 / 44.1 to 72.8 / 59.2 mAP_r@0.5 (seeds 0 / 1) for 1.6 more minutes in 3 rounds (bench/results/cue_steps_600_cpu.md).
-    cls_epochs: int = 6
+    # Cue steps (epochs of epoch_images), bench/results/cue_steps_600_cpu.md; the classifier's 6 became 20 where a
+    # small part tells the class and 6 left it (its peaks and CAMs) unfit (bench/results/parts_round1_stages.md).
+    cls_epochs: int = 20
     cls_batch_size: int = 16
     cls_lr: float = 3e-4  # 1e-3 did not fit the synthetic set from random init; 3e-4 did
     cls_weight_decay: float = 1e-4
@@ -56,9 +56,9 @@ class Profile:
     cls_lse_r: float = 5.0  # sharpness r of log-sum-exp pooling (r -> 0: average, r -> inf: max)
     cls_min_scale: float = 1.0  # training batches are resized by a random factor in [min, max]
     cls_max_scale: float = 1.0
-    peak_window: int = 3  # odd side of the local-maximum window, in response-map cells (PRM: 3)
+    peak_window: int = 5  # odd side of the local-maximum window, in response-map cells (PRM: 3; 5: one per part)
     peak_threshold: float = 0.5  # a peak must reach this fraction of its map's range
-    peak_min_score: float | None = None  # a peak's response must exceed this (None: any response)
+    peak_min_score: float | None = 0.0  # a peak's response must exceed this (None: any response; PRM: positive)
     # PSA seeds from normalised CAMs. PSA's background (1 - max CAM)^alpha with alpha 4 / 32 marks a
     # pixel foreground / background exactly where max CAM > 0.28 / < 0.08, hence these defaults.
     cam_fg_threshold: float = 0.28
@@ -70,10 +70,13 @@ class Profile:
     aff_weight_decay: float = 1e-4
     aff_radius: int = 5  # pixel pairs closer than this (in stride-8 cells) get an affinity
     rw_beta: float = 8.0  # affinities are raised to beta before normalisation
-    # Random-walk steps (power of the transition matrix): PSA's 256 suit its 56x56 maps; on tiny's 16x16
-    # maps 256 over-smooths (bench/results/cues_quality_cpu.md: 32 is best of 8/32/256).
-    rw_t: int = 32  # 0: no walk, the SS labels come from the CAMs themselves (then aff_epochs=0 skips AffinityNet)
-    rw_bg_power: float = 4.0  # background score (1 - max CAM)^power propagated with the CAMs (PSA: 16)
+    # Random-walk steps (power of the transition matrix; PSA's 256 suit its 56x56 maps, they over-smooth tiny's
+    # 16x16, bench/results/cues_quality_cpu.md) and background score (1 - max CAM)^power walked with the CAMs
+    # (PSA: 16): 32 steps with power 4 flooded textured bodies with background, 8 with 1 label them
+    # (bench/results/parts_round1_stages.md). rw_t 0: no walk, the SS labels come from the CAMs themselves (then
+    # aff_epochs=0 skips AffinityNet's training).
+    rw_t: int = 8
+    rw_bg_power: float = 1.0
     label_min_score: float = 0.6  # pixels whose top propagated score is lower get the ignore label
     # SS branch (FCN + PSP pyramid pooling).
     seg_epochs: int = 3
@@ -81,7 +84,7 @@ class Profile:
     seg_lr: float = 3e-4
     seg_weight_decay: float = 1e-4
     psp_bins: tuple[int, ...] = (1, 2, 3, 6)
-    seg_image_classes: bool = False  # S of a train image over background + its labelled classes only
+    seg_image_classes: bool = True  # S of a train image over background + its labelled classes only
     # Proposals (selective search; MCG files can be given instead) and bags (Eq. 4).
     proposal_max: int = 2000
     proposal_workers: int = 2
@@ -93,13 +96,15 @@ class Profile:
     mil_weight_decay: float = 1e-4
     mil_feature_stage: int = 2  # backbone stage (0-3) whose features ROIAlign pools
     mil_hidden: int = 256
-    mil_nms_iou: float = 1.0  # of two MIL boxes of one class overlapping more, the weaker goes (1: keep all, paper)
+    mil_nms_iou: float = 0.5  # of two MIL boxes of one class overlapping more, the weaker goes (1: keep all, paper)
     # CCGR (Eq. 3) and pseudo instance labels.
     ccgr_iters: int = 200
     ccgr_lr: float | None = None  # None: 1 % of the map's longer side per iteration
     ccgr_context_scale: float = 1.5
     ccgr_gap: str = "ring"
-    ccgr_moves: str = "free"  # "outward": box sides only move out, a box only grows from its MIL box
+    # "outward": box sides only move out, a box only grows from its MIL box ("free": the paper; on our S maps free
+    # boxes shrink onto the part S is strongest on, bench/results/parts_round1_stages.md).
+    ccgr_moves: str = "outward"
     ccgr_chunk_images: int = 64  # images whose boxes are refined in one batched call
     crop_mode: str = "argmax"  # instance pixels: argmax of S is the box's class, or score > crop_threshold
     crop_threshold: float = 0.5
@@ -289,6 +294,11 @@ PROFILES: dict[str, Profile] = {
         aff_weight_decay=1e-4,
         rw_t=256,
         rw_bg_power=16.0,
+        peak_window=3,  # the paper's recipe (PRM, PSA, WSDDN, CCGR) where tiny departs from it
+        peak_min_score=None,
+        seg_image_classes=False,
+        mil_nms_iou=1.0,
+        ccgr_moves="free",
         seg_epochs=14,  # ~80k iterations at batch size 1 on VOC's 5,717 training images
         seg_batch_size=1,
         seg_lr=1e-4,
