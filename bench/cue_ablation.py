@@ -177,10 +177,7 @@ def main() -> None:
         summary_table(work), *(["## Notes", "", header["notes"], ""] if header["notes"] else []),
         "## Every run", "", *details,
     ])
-    if args.out:
-        write_report(text, args.out)
-    else:
-        print(text)
+    write_report(text, args.out)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,9 @@ def report_header(args: argparse.Namespace, device) -> dict:
     }
 
 
-def write_report(text: str, out: str | Path) -> None:
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(text)
+def write_report(text: str, out: str | Path | None) -> None:
+    """Print the report and, when ``out`` is given, write it there."""
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
     print(text)

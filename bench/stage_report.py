@@ -260,10 +260,7 @@ def main() -> None:
         *tables,
         *(["## Notes", "", header["notes"], ""] if header["notes"] else []),
     ])
-    if args.out:
-        write_report(text, args.out)
-    else:
-        print(text)
+    write_report(text, args.out)
 
 
 if __name__ == "__main__":

@@ -34,3 +34,13 @@ def synth_dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth") / "data"
     generate_dataset(root, n_train=8, n_val=4, size=96, seed=3)
     return root
+
+
+@pytest.fixture
+def eager_tasks():
+    """Celery tasks run inside the request that sends them (a module uses it with ``pytestmark``)."""
+    from services.workers.celery_app import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False

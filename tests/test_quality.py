@@ -7,11 +7,12 @@ import pytest
 
 from integration import harness
 from integration.review_data import rect_annotation, rect_mask, replace_round_file
-from services.workers.celery_app import app as celery_app
 from wsis_core.data.convert import write_tagged_folder
 from wsis_core.data.guard import weak_supervision
 from wsis_core.errors import LabelLeakError
 from wsis_core.quality import agreement, ground_truth_quality, match_instances, quality_report, split_ground_truth
+
+pytestmark = pytest.mark.usefixtures("eager_tasks")
 
 H = W = 10
 A, B = rect_mask(H, W, 0, 5, 0, 5), rect_mask(H, W, 5, 10, 5, 10)  # 25 pixels each
@@ -63,13 +64,6 @@ def test_matching_is_one_to_one_per_class():
 def test_ground_truth_is_out_of_reach_inside_weak_supervision(synth_dataset):
     with weak_supervision(), pytest.raises(LabelLeakError):
         split_ground_truth(synth_dataset, "train")
-
-
-@pytest.fixture(autouse=True)
-def eager():
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
 
 
 @pytest.fixture

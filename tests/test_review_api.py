@@ -13,9 +13,10 @@ from PIL import Image
 from integration import harness
 from integration.review_data import add_stage_file, rect_annotation, rect_mask, replace_round_file
 from services.workers import dispatch
-from services.workers.celery_app import app as celery_app
 from wsis_core.data.dataset import open_weak_dataset
 from wsis_core.data.images import load_rgb
+
+pytestmark = pytest.mark.usefixtures("eager_tasks")
 
 SIZE = 96  # the synthetic images' side
 # image id -> [(category, (y0, y1, x0, x1), score)]; round 2 drops image 5's instance and moves image 7's
@@ -23,13 +24,6 @@ ROUND_1 = {2: [(1, (10, 50, 10, 50), 0.3)], 3: [(1, (40, 70, 10, 40), 0.9), (2, 
            **{i: [(1, (20, 60, 20, 60), 0.95)] for i in (4, 5, 6, 7, 8)}}
 ROUND_2 = {**ROUND_1, 5: [], 7: [(1, (25, 65, 25, 65), 0.95)]}
 REVIEW_ORDER = [5, 1, 2, 3, 7, 4, 6, 8]  # no instance (5 lost its one: changed most), lowest score, change
-
-
-@pytest.fixture(autouse=True)
-def eager():
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
 
 
 @pytest.fixture
