@@ -64,7 +64,7 @@ class Profile:
     cam_fg_threshold: float = 0.28
     cam_bg_threshold: float = 0.08
     # AffinityNet (stride-8 features) and random walk.
-    aff_epochs: int = 3
+    aff_epochs: int = 0  # 0 with rw_t 0: tiny's SS labels come from the CAMs, AffinityNet is not trained
     aff_batch_size: int = 16
     aff_lr: float = 3e-4
     aff_weight_decay: float = 1e-4
@@ -72,12 +72,12 @@ class Profile:
     rw_beta: float = 8.0  # affinities are raised to beta before normalisation
     # Random-walk steps (power of the transition matrix; PSA's 256 suit its 56x56 maps, they over-smooth tiny's
     # 16x16, bench/results/cues_quality_cpu.md) and background score (1 - max CAM)^power walked with the CAMs
-    # (PSA: 16): 32 steps with power 4 flooded textured bodies with background, 8 with 1 label them
-    # (bench/results/parts_round1_stages.md). rw_t 0: no walk, the SS labels come from the CAMs themselves (then
-    # aff_epochs=0 skips AffinityNet's training).
-    rw_t: int = 8
+    # (PSA: 16). On textured bodies 32 steps with power 4 flooded the objects with background, and every walk
+    # lowered the labels against the CAMs themselves: rw_t 0 (no walk) with power 1 gave the best S, boxes and
+    # pseudo masks on parts and easy (bench/results/parts_round1_stages.md).
+    rw_t: int = 0
     rw_bg_power: float = 1.0
-    label_min_score: float = 0.6  # pixels whose top propagated score is lower get the ignore label
+    label_min_score: float = 0.5  # pixels whose top propagated score is lower get the ignore label
     # SS branch (FCN + PSP pyramid pooling).
     seg_epochs: int = 3
     seg_batch_size: int = 16
@@ -294,6 +294,7 @@ PROFILES: dict[str, Profile] = {
         aff_weight_decay=1e-4,
         rw_t=256,
         rw_bg_power=16.0,
+        label_min_score=0.6,
         peak_window=3,  # the paper's recipe (PRM, PSA, WSDDN, CCGR) where tiny departs from it
         peak_min_score=None,
         seg_image_classes=False,
