@@ -61,14 +61,12 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_iou
 
+from cues_quality import Confusion
+from reporting import Progress, add_profile_arguments, fmt, profile_overrides, report_header, write_report
+from synthetic_data import add_dataset_arguments, prepare_dataset
 from wsis_core import masks, stages
 from wsis_core.bags import rank_scores
 from wsis_core.data.convert import ground_truth_to_coco
-from reporting import (
-    Progress, add_profile_arguments, fmt, profile_overrides, report_header, write_report,
-)
-from synthetic_data import add_dataset_arguments, prepare_dataset
-from cues_quality import Confusion
 from wsis_core.data.dataset import open_ground_truth, open_weak_dataset
 from wsis_core.data.guard import weak_supervision
 from wsis_core.device import resolve_device

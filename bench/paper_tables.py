@@ -33,9 +33,7 @@ import shutil
 import time
 from pathlib import Path
 
-from reporting import (
-    Progress, add_profile_arguments, fmt, profile_overrides, report_header, write_report,
-)
+from reporting import Progress, add_profile_arguments, fmt, profile_overrides, report_header, write_report
 from synthetic_data import add_dataset_arguments, prepare_dataset
 from wsis_core.data.dataset import open_weak_dataset
 from wsis_core.device import resolve_device

@@ -38,8 +38,16 @@ import torch
 from torchvision.ops import box_iou
 
 from box_quality import as_results, ccgr_movement, gt_boxes, peak_and_bag_diagnostics
-from cues_quality import Confusion, Timer, cam_and_psa_labels, classification_map, confident_accuracy, miou, \
-    peak_counts, semantic_ground_truth
+from cues_quality import (
+    Confusion,
+    Timer,
+    cam_and_psa_labels,
+    classification_map,
+    confident_accuracy,
+    miou,
+    peak_counts,
+    semantic_ground_truth,
+)
 from reporting import report_header, write_report
 from wsis_core import stages
 from wsis_core.affinity import AffinityNet
@@ -118,7 +126,7 @@ def label_set_rows(name: str, truth: TrainTruth, annotations: list[dict] | None,
     key, kind = ("mAP_r@0.5", "mask") if iou_type == "segm" else ("mAP_b@0.5", "box")
     images = len({a["image_id"] for a in annotations})
     return [
-        (name, f"labels (per image; images with none)",
+        (name, "labels (per image; images with none)",
          f"{len(annotations)} ({len(annotations) / max(len(truth.coco['images']), 1):.1f}; "
          f"{len(truth.coco['images']) - images})"),
         (name, f"precision / recall at {kind} IoU 0.5", f"{_f(quality['precision'], 3)} / {_f(quality['recall'], 3)}"),

@@ -5,15 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wsis_core.ccgr import (
-    CCGRResult,
-    box_mean,
-    box_sum,
-    ccgr_loss,
-    ccgr_refine,
-    ccgr_refine_with_trace,
-    integral_image,
-)
+from wsis_core.ccgr import CCGRResult, box_mean, box_sum, ccgr_loss, ccgr_refine, ccgr_refine_with_trace, integral_image
 
 OBJECT = (16.0, 20.0, 48.0, 44.0)  # x1, y1, x2, y2 of the synthetic object on a 64x64 map
 

@@ -22,7 +22,6 @@ from wsis_core import masks
 from wsis_core.checkpoint import save_checkpoint
 from wsis_core.data.types import ImageInfo
 from wsis_core.errors import WsisInputError
-from wsis_core.profiles import get_profile
 from wsis_core.instance_seg import (
     InstanceTargets,
     anchor_sizes,
@@ -30,12 +29,13 @@ from wsis_core.instance_seg import (
     group_by_image,
     instance_loader,
     load_mask_rcnn,
-    mask_rcnn_for,
     lr_factor,
+    mask_rcnn_for,
     model_num_classes,
     predict_instances,
     train_instance_segmentation,
 )
+from wsis_core.profiles import get_profile
 
 SIZE = 64
 CPU = torch.device("cpu")

@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import paper_tables  # noqa: E402
-from wsis_core.io import read_json, write_json  # noqa: E402
+from wsis_core.io import write_json  # noqa: E402
 from wsis_core.rounds import marker_name  # noqa: E402
 
 

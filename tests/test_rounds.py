@@ -10,16 +10,15 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 
+from tiny_overrides import TINY_OVERRIDES
 from wsis_core import stages
 from wsis_core.checkpoint import load_checkpoint
 from wsis_core.cli import main
 from wsis_core.data.dataset import open_weak_dataset
 from wsis_core.device import resolve_precision
 from wsis_core.evaluation import METRIC_KEYS
-from tiny_overrides import TINY_OVERRIDES
 from wsis_core.io import write_json
 from wsis_core.rounds import STAGES, RoundContext, RunConfig, run_rounds, run_stage_in
-
 
 
 @pytest.fixture(scope="module")

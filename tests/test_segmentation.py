@@ -15,7 +15,11 @@ from wsis_core.data.types import VOID
 from wsis_core.errors import WsisInputError
 from wsis_core.profiles import get_profile
 from wsis_core.segmentation import (
-    PyramidPooling, SegmentationModel, predict_score_maps, segmentation_loss, train_segmentation,
+    PyramidPooling,
+    SegmentationModel,
+    predict_score_maps,
+    segmentation_loss,
+    train_segmentation,
 )
 
 

@@ -29,8 +29,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsis_core.backbone import (
-    Backbone, Progress, branch_schedule, cue_schedule, fit, iterate_images, load_batch, num_batches, present_classes,
-    random_flip, split_progress,
+    Backbone,
+    Progress,
+    branch_schedule,
+    cue_schedule,
+    fit,
+    iterate_images,
+    load_batch,
+    num_batches,
+    present_classes,
+    random_flip,
+    split_progress,
 )
 from wsis_core.classifier import Classifier, compute_cams
 from wsis_core.data.guard import weak_supervision

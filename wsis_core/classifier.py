@@ -30,11 +30,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsis_core.backbone import (
-    Backbone, Progress, backbone_for, cue_schedule, fit, load_batch, present_classes, random_flip,
+    Backbone,
+    Progress,
+    backbone_for,
+    cue_schedule,
+    fit,
+    load_batch,
+    present_classes,
+    random_flip,
 )
 from wsis_core.data.guard import weak_supervision
 from wsis_core.profiles import Profile
-
 
 POOLINGS = ("gap", "lse")
 

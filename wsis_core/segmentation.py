@@ -18,7 +18,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsis_core.backbone import (
-    Backbone, Progress, backbone_for, branch_schedule, fit, iterate_images, load_batch, present_classes, random_flip,
+    Backbone,
+    Progress,
+    backbone_for,
+    branch_schedule,
+    fit,
+    iterate_images,
+    load_batch,
+    present_classes,
+    random_flip,
 )
 from wsis_core.data.guard import weak_supervision
 from wsis_core.data.types import VOID

@@ -30,7 +30,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
 from services.api.db import session_scope
-from services.api.paths import OutsideRootError, resolve_inside
 from services.api.models import (
     ACTIVE_STATUSES,
     CANCELLED,
@@ -45,6 +44,7 @@ from services.api.models import (
     Run,
     utcnow,
 )
+from services.api.paths import OutsideRootError, resolve_inside
 from services.workers.store import ArtifactRecord
 
 PROGRESS_STEP = 0.01  # smallest progress change written to the database
