@@ -74,7 +74,9 @@ from wsis_core.errors import WsisInputError
 from wsis_core.evaluation import evaluate
 from wsis_core.io import read_json, write_json
 from wsis_core.proposals import ProposalStore
-from wsis_core.rounds import RoundContext, RunConfig, marker_name, run_stage_in, stage_done
+from wsis_core.round_context import RoundContext, RunConfig
+from wsis_core.rounds import run_stage_in, stage_done
+from wsis_core.run_layout import marker_name
 from wsis_core.workdir import WorkDir
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -21,7 +21,7 @@ from wsis_core import stages
 from wsis_core.data.convert import ground_truth_to_coco
 from wsis_core.data.dataset import open_ground_truth
 from wsis_core.io import read_json
-from wsis_core.rounds import read_config
+from wsis_core.round_context import read_config
 
 
 def round_rows(run: Path) -> list[str]:

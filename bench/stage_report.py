@@ -57,7 +57,8 @@ from wsis_core.data.dataset import open_ground_truth
 from wsis_core.data.guard import weak_supervision
 from wsis_core.device import resolve_device
 from wsis_core.evaluation import evaluate, label_set_quality
-from wsis_core.rounds import RoundContext, read_config, stage_done, stage_seconds
+from wsis_core.round_context import RoundContext, read_config
+from wsis_core.rounds import stage_done, stage_seconds, stages_of
 
 NOT_RUN = "n/a"
 
@@ -210,7 +211,7 @@ def box_rows(ctx: RoundContext, truth: TrainTruth) -> list[tuple]:
 
 def is_rows(ctx: RoundContext) -> list[tuple]:
     metrics = ctx.work.read_json(stages.METRICS) if ctx.work.path(stages.METRICS).exists() else {}
-    seconds = stage_seconds(ctx.work, ctx.config.stages)
+    seconds = stage_seconds(ctx.work, stages_of(ctx.config))
     return [
         ("IS branch", "val mAP_r@0.25 / 0.5 / 0.75",
          " / ".join(_f(metrics.get(k)) for k in ("mAP_r@0.25", "mAP_r@0.5", "mAP_r@0.75"))),

@@ -38,8 +38,6 @@ KNOWN_CYCLE_EDGES = {
     # inside services.workers: celery_app -> recovery -> dispatch -> {tasks, celery_app} (lazy imports)
     ("services.workers.celery_app", "services.workers.recovery"),
     ("services.workers.tasks", "services.workers.recovery"),
-    # rounds runs a stage found by name in stages, which imports rounds' RoundContext (issue 21, item 2)
-    ("wsis_core.rounds", "wsis_core.stages"),
 }
 
 

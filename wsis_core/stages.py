@@ -34,16 +34,32 @@ from wsis_core.instance_seg import load_mask_rcnn, mask_rcnn_for, predict_instan
 from wsis_core.io import read_json, write_json
 from wsis_core.mil import WSDDNHead, distinct_boxes, select_boxes, train_mil
 from wsis_core.peaks import find_peaks
+from wsis_core.progress import Phase, Progress, phases
 from wsis_core.proposals import PrecomputedProposals, ProposalStore, SelectiveSearchOptions, compute_proposals
 from wsis_core.pseudo_labels import make_instance_labels, semantic_label_from_instances, to_coco_annotations
-from wsis_core.rounds import Phase, Progress, RoundContext, phases
+from wsis_core.round_context import RoundContext
+from wsis_core.run_layout import (
+    AFFINITY,
+    CCGR_BOXES,
+    CLASSIFIER,
+    CUE_INSTANCES,
+    EVALUATION,
+    METRICS,
+    MIL,
+    MIL_BOXES,
+    MODEL,
+    PEAKS,
+    PROPAGATED,
+    PROPOSALS,
+    PSEUDO_LABELS,
+    SCORE_MAPS,
+    SEGMENTATION,
+    SEMANTIC_LABELS,
+    TRAIN_PREDICTIONS,
+    VAL_PREDICTIONS,
+    ground_truth_name,
+)
 from wsis_core.segmentation import build_segmentation_model, predict_score_maps, train_segmentation
-
-CLASSIFIER, AFFINITY, SEGMENTATION, MIL = "models/classifier.pt", "models/affinity.pt", "models/segmentation.pt", "models/mil.pt"
-PEAKS, TRAIN_PREDICTIONS, CUE_INSTANCES = "peaks.json", "train_predictions.json", "cue_instances.json"
-MIL_BOXES, CCGR_BOXES, PSEUDO_LABELS = "mil_boxes.json", "ccgr_boxes.json", "pseudo_labels.json"
-MODEL, METRICS, VAL_PREDICTIONS, EVALUATION = "model.pt", "metrics.json", "val_predictions.json", "evaluation.json"
-SEMANTIC_LABELS, SCORE_MAPS, PROPAGATED = "semantic_labels", "score_maps", "propagated"
 
 
 def _stem(info) -> str:
@@ -178,7 +194,7 @@ def stage_ss(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
 def proposal_source(ctx: RoundContext):
     """The run's proposals: the selective-search cache of ``RUN/proposals`` or the user's precomputed folder."""
     if ctx.config.proposals == "selective-search":
-        return ProposalStore(ctx.run_dir / "proposals")
+        return ProposalStore(ctx.run_dir / PROPOSALS)
     return PrecomputedProposals.for_dataset(ctx.config.proposals, ctx.train_set)
 
 
@@ -187,9 +203,9 @@ def stage_proposals(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]
     folder (MCG files), which the mil stage reads in place."""
     if ctx.config.proposals == "selective-search":
         options = SelectiveSearchOptions(max_proposals=ctx.profile.proposal_max)
-        compute_proposals(ctx.train_set, ctx.run_dir / "proposals", workers=ctx.profile.proposal_workers,
+        compute_proposals(ctx.train_set, ctx.run_dir / PROPOSALS, workers=ctx.profile.proposal_workers,
                           options=options, on_progress=on_progress, progress_bar=False)
-        return {"proposals": ctx.run_dir / "proposals"}
+        return {"proposals": ctx.run_dir / PROPOSALS}
     return {}  # precomputed files belong to the user, not to the run
 
 
@@ -444,7 +460,7 @@ def stage_evaluate(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
                                     batch_size=ctx.profile.infer_batch_size, on_progress=on_progress)
     ctx.work.write_json(VAL_PREDICTIONS, predictions)
     artifacts = {"val_predictions": ctx.work.path(VAL_PREDICTIONS)}
-    gt_path = ctx.run_dir / f"{split}_gt.json"
+    gt_path = ctx.run_dir / ground_truth_name(split)
     if not gt_path.exists():
         write_json(gt_path, ground_truth_to_coco(open_ground_truth(ctx.config.data, split)))
     gt = read_json(gt_path)
@@ -465,3 +481,10 @@ def _record_evaluation(ctx: RoundContext, record: dict, message: str) -> dict[st
     ctx.note(message)
     ctx.work.write_json(EVALUATION, {**record, "message": message})
     return {"evaluation": ctx.work.path(EVALUATION)}
+
+
+# The stages of a round in their order: the one list that rounds, the command line and the workers use.
+STAGES = {
+    "cues": stage_cues, "ss": stage_ss, "proposals": stage_proposals, "mil": stage_mil, "ccgr": stage_ccgr,
+    "pseudo_labels": stage_pseudo_labels, "is_train": stage_is_train, "evaluate": stage_evaluate,
+}

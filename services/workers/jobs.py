@@ -68,7 +68,7 @@ class JobContext:
     round_id: int
     round_number: int
     run_id: int
-    config: dict  # the run's config plus the dataset's classes and splits: a wsis_core.rounds.RunConfig dict
+    config: dict  # the run's config plus the dataset's classes and splits: a wsis_core.round_context.RunConfig dict
     dataset_path: str
     val_split: str | None
     attempt: int  # the job's ``attempts`` after this claim: writes of an earlier attempt are fenced out
