@@ -34,6 +34,11 @@ def rounds_with(run_dir: str | Path, name: str) -> list[int]:
     return [int(p.parent.name.split("_")[1]) for p in Path(run_dir).glob(f"{ROUND_PREFIX}*/{name}")]
 
 
+def image_stem(info) -> str:
+    """The name of an image's per-image artifacts (``semantic_labels/<n>.png``, ...): its file's stem."""
+    return Path(info.file_name).stem
+
+
 def marker_name(stage: str) -> str:
     """The marker a finished ``stage`` leaves in its round folder."""
     return f"stages/{stage}.json"
