@@ -22,19 +22,9 @@ from wsis_core import masks
 from wsis_core.checkpoint import save_checkpoint
 from wsis_core.data.types import ImageInfo
 from wsis_core.errors import WsisInputError
-from wsis_core.instance_seg import (
-    InstanceTargets,
-    anchor_sizes,
-    build_mask_rcnn,
-    group_by_image,
-    instance_loader,
-    load_mask_rcnn,
-    lr_factor,
-    mask_rcnn_for,
-    model_num_classes,
-    predict_instances,
-    train_instance_segmentation,
-)
+from wsis_core.instance_seg.engine import lr_factor, predict_instances, train_instance_segmentation
+from wsis_core.instance_seg.model import anchor_sizes, build_mask_rcnn, load_mask_rcnn, mask_rcnn_for, model_num_classes
+from wsis_core.instance_seg.targets import InstanceTargets, group_by_image, instance_loader
 from wsis_core.profiles import get_profile
 
 SIZE = 64

@@ -8,7 +8,8 @@ from wsis_core import run_layout
 from wsis_core.data.dataset import open_image_folder, open_weak_dataset
 from wsis_core.device import resolve_device
 from wsis_core.errors import WsisInputError
-from wsis_core.instance_seg import load_mask_rcnn, predict_instances
+from wsis_core.instance_seg.engine import predict_instances
+from wsis_core.instance_seg.model import load_mask_rcnn
 from wsis_core.round_context import read_config
 
 

@@ -28,7 +28,8 @@ from wsis_core.data.guard import weak_supervision
 from wsis_core.device import resolve_precision
 from wsis_core.errors import WsisInputError
 from wsis_core.evaluation import evaluate
-from wsis_core.instance_seg import load_mask_rcnn, mask_rcnn_for, predict_instances, train_instance_segmentation
+from wsis_core.instance_seg.engine import predict_instances, train_instance_segmentation
+from wsis_core.instance_seg.model import load_mask_rcnn, mask_rcnn_for
 from wsis_core.io import read_json, write_json
 from wsis_core.mil import WSDDNHead, distinct_boxes, select_boxes, train_mil
 from wsis_core.peaks import find_peaks
