@@ -30,7 +30,6 @@ from torch import nn
 
 from wsis_core.backbone import (
     Backbone,
-    Progress,
     branch_schedule,
     cue_schedule,
     fit,
@@ -45,6 +44,7 @@ from wsis_core.classifier import Classifier, compute_cams
 from wsis_core.data.guard import weak_supervision
 from wsis_core.data.types import VOID
 from wsis_core.profiles import Profile
+from wsis_core.progress import Progress
 
 
 class AffinityNet(nn.Module):

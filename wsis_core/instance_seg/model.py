@@ -140,17 +140,15 @@ def mask_rcnn_for(profile, num_classes: int) -> MaskRCNN:
 
 
 # Profile fields that shape the IS branch's weights: a model is rebuilt with the values saved in its checkpoint,
-# whatever the defaults are now. Checkpoints saved before the two width fields existed used torchvision's widths.
+# whatever the defaults are now.
 ARCHITECTURE_FIELDS = ("backbone", "is_mask_channels", "is_fpn_channels", "is_box_head_size")
-_WIDTHS_OF_OLDER_CHECKPOINTS = {"is_fpn_channels": 256, "is_box_head_size": 1024}
 
 
 def load_mask_rcnn(profile, num_classes: int, path: Path) -> MaskRCNN:
     """A trained IS branch from its checkpoint: the architecture fields of the profile saved with it
     (:data:`ARCHITECTURE_FIELDS`), the rest from ``profile``; the local backbone weights are not needed again."""
     checkpoint = load_checkpoint(path)
-    saved = {**_WIDTHS_OF_OLDER_CHECKPOINTS,
-             **{name: checkpoint.config[name] for name in ARCHITECTURE_FIELDS if name in checkpoint.config}}
+    saved = {name: checkpoint.config[name] for name in ARCHITECTURE_FIELDS if name in checkpoint.config}
     model = mask_rcnn_for(dataclasses.replace(profile, backbone_weights=None, backbone_weights_sha256=None, **saved),
                           num_classes)
     model.load_state_dict(checkpoint.state_dict)
