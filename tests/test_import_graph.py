@@ -51,12 +51,12 @@ def project_modules(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> 
 
 
 def cycle(graph: dict[str, set[str]], ignored: set[tuple[str, str]] = frozenset()) -> list[str] | None:
-    """One import cycle of ``graph`` without the ``ignored`` edges, or None."""
+    """One import cycle of ``graph`` without the ``ignored`` edges (each module imports the next), or None."""
     kept = {source: {t for t in targets if (source, t) not in ignored} for source, targets in graph.items()}
     try:
         graphlib.TopologicalSorter(kept).prepare()
     except graphlib.CycleError as error:
-        return list(error.args[1])
+        return list(reversed(error.args[1]))  # graphlib lists each node before the one it depends on
     return None
 
 
