@@ -26,7 +26,7 @@ BOX_SOURCES = ("mil", "seg")
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that defines a run; stored as ``RUN/config.json`` (see :mod:`wsis_core.rounds`)."""
+    """Everything that defines a run; stored as ``RUN/config.json`` (see :mod:`wsis_core.run_layout`)."""
 
     data: str
     classes: tuple[str, ...]
