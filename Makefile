@@ -31,6 +31,7 @@ browser:
 	fi
 
 test: install browser
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 run: install

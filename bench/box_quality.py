@@ -13,7 +13,7 @@ Issue 5 (MIL), mAP^b_0.5 of
   candidate with the bag's class), scored by its Eq. 4 rank R(B), and, second row, by the peak's
   classifier response;
 * (c) "Seg only" (Table 3): boxes around the connected components of the SS class masks
-  (:func:`wsis_core.stages._segment_boxes`, what ``--box-source seg`` uses);
+  (:func:`wsis_core.box_sources.segment_boxes`, what ``--box-source seg`` uses);
 
 plus the selective-search speed (proposals/s and images/s of the proposals stage).
 
@@ -22,7 +22,7 @@ pseudo masks (``pseudo_labels.json``) with CCGR and with ``--no-ccgr`` (the MIL 
 ccgr and pseudo_labels stages run again with ``ccgr=False`` in ``WORK/no_ccgr/``, which links the
 score maps, peaks and MIL boxes of WORK); and the Fig. 5-style curve, mAP^b_0.5 of the refined boxes
 against the CCGR iteration count. Each point of the curve is a separate ``ccgr_refine`` run of k
-iterations (the ccgr stage's own :func:`wsis_core.stages._refine` with ``ccgr_iters=k``) on the same
+iterations (the ccgr stage's own :func:`wsis_core.box_sources.refine_boxes` with ``ccgr_iters=k``) on the same
 MIL boxes, score maps and peaks: a run of k iterations anneals its step size to ~0 at k, so the curve
 shows the result for an iteration budget, not the trajectory of one 200-iteration run.
 
@@ -61,14 +61,12 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_iou
 
-from wsis_core import masks, stages
+from cues_quality import Confusion
+from reporting import Progress, add_profile_arguments, fmt, profile_overrides, report_header, write_report
+from synthetic_data import add_dataset_arguments, prepare_dataset
+from wsis_core import box_sources, masks, run_layout, stages
 from wsis_core.bags import rank_scores
 from wsis_core.data.convert import ground_truth_to_coco
-from reporting import (
-    Progress, add_profile_arguments, fmt, profile_overrides, report_header, write_report,
-)
-from synthetic_data import add_dataset_arguments, prepare_dataset
-from cues_quality import Confusion
 from wsis_core.data.dataset import open_ground_truth, open_weak_dataset
 from wsis_core.data.guard import weak_supervision
 from wsis_core.device import resolve_device
@@ -76,14 +74,16 @@ from wsis_core.errors import WsisInputError
 from wsis_core.evaluation import evaluate
 from wsis_core.io import read_json, write_json
 from wsis_core.proposals import ProposalStore
-from wsis_core.rounds import RoundContext, RunConfig, marker_name, run_stage_in, stage_done
+from wsis_core.round_context import RoundContext, RunConfig
+from wsis_core.rounds import run_stage_in, stage_done
+from wsis_core.run_layout import marker_name
 from wsis_core.workdir import WorkDir
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROUND1 = ("cues", "ss", "proposals", "mil", "ccgr", "pseudo_labels")
 CURVE_ITERS = (0, 10, 25, 50, 100, 150, 200)
 NO_CCGR = "no_ccgr"
-LINKED = (stages.SCORE_MAPS, stages.PEAKS, stages.MIL_BOXES)  # what the no-CCGR stages read from WORK
+LINKED = (run_layout.SCORE_MAPS, run_layout.PEAKS, run_layout.MIL_BOXES)  # what the no-CCGR stages read from WORK
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -147,23 +147,23 @@ def top1_eq4_boxes(ctx: RoundContext) -> tuple[list[dict], list[dict], dict]:
     proposals = stages.proposal_source(ctx)
     with weak_supervision():
         bags = stages.round_bags(ctx, proposals, None)
-    peaks = ctx.work.read_json(stages.PEAKS)
+    peaks = ctx.work.read_json(run_layout.PEAKS)
     stems = {info.id: Path(info.file_name).stem for info in ctx.train_set.images}
     by_rank, by_peak = [], []
     for image_id, image_bags in bags.items():
         if not image_bags:
             continue
         boxes, objectness = proposals.proposals_for(image_id)
-        foreground = ctx.work.read_scores(stages.PROPAGATED, stems[image_id])
+        foreground = ctx.work.read_scores(run_layout.PROPAGATED, stems[image_id])
         peak_score = {(p["class"], float(p["x"]), float(p["y"])): p["score"] for p in peaks[str(image_id)]}
         for bag in image_bags:
             best = int(bag.proposal_indices[0])
             rank = rank_scores(boxes[best : best + 1], objectness[best : best + 1], foreground[bag.label][None],
                                lam=ctx.profile.mil_lambda)
             args = (image_id, bag.label, boxes[best])
-            by_rank.append(stages._box_annotation(len(by_rank) + 1, *args, float(rank), bag.source))
+            by_rank.append(box_sources.box_annotation(len(by_rank) + 1, *args, float(rank), bag.source))
             score = peak_score.get((bag.label, *bag.source), 0.0)
-            by_peak.append(stages._box_annotation(len(by_peak) + 1, *args, float(score), bag.source))
+            by_peak.append(box_sources.box_annotation(len(by_peak) + 1, *args, float(score), bag.source))
     return by_rank, by_peak, bags
 
 
@@ -176,7 +176,7 @@ def curve(config: RunConfig, work: Path, device, mil: list[dict], gt: dict, iter
         overrides = {**config.overrides, "ccgr_iters": k}
         ctx = RoundContext(work, 1, dataclasses.replace(config, overrides=overrides), device, round_dir=round_dir or work)
         started = time.perf_counter()
-        refined = stages._refine(ctx, mil, None)
+        refined = box_sources.refine_boxes(ctx, mil, None)
         seconds = time.perf_counter() - started
         points[k] = {**box_metrics(gt, refined), "seconds": seconds}
         print(f"  {label}: {k} iterations: mAP^b_0.5 {points[k]['mAP_b@0.5']:.2f} ({seconds:.1f} s)", flush=True)
@@ -225,15 +225,15 @@ def diagnostic_score_maps(config: RunConfig, work: Path, device, labels: dict[in
     folder = work / variant
     ctx = RoundContext(work, 1, config, device, round_dir=folder)
     source = WorkDir(work)
-    if not (folder / stages.PEAKS).exists():
+    if not (folder / run_layout.PEAKS).exists():
         folder.mkdir(exist_ok=True)
-        (folder / stages.PEAKS).symlink_to(Path("..") / stages.PEAKS)
+        (folder / run_layout.PEAKS).symlink_to(Path("..") / run_layout.PEAKS)
     profile, make = config.build_profile(), SCORE_MAP_VARIANTS[variant][1]
     cells = profile.input_size // profile.output_stride
     for info in ctx.train_set.images:
         stem = Path(info.file_name).stem
-        scores = make(source.read_scores(stages.SCORE_MAPS, stem), labels[info.id], len(config.classes), cells)
-        ctx.work.write_scores(stages.SCORE_MAPS, stem, scores)
+        scores = make(source.read_scores(run_layout.SCORE_MAPS, stem), labels[info.id], len(config.classes), cells)
+        ctx.work.write_scores(run_layout.SCORE_MAPS, stem, scores)
     return folder
 
 
@@ -241,7 +241,7 @@ def score_map_miou(ctx: RoundContext, labels: dict[int, np.ndarray], maps: WorkD
     """mIoU (background + classes) of argmax S in ``maps`` against the ground-truth class maps of the train split."""
     conf = Confusion(len(ctx.config.classes))
     for info in ctx.train_set.images:
-        conf.add(maps.read_scores(stages.SCORE_MAPS, Path(info.file_name).stem).argmax(axis=0), labels[info.id])
+        conf.add(maps.read_scores(run_layout.SCORE_MAPS, Path(info.file_name).stem).argmax(axis=0), labels[info.id])
     return conf.miou()
 
 
@@ -289,7 +289,7 @@ def box_metrics(gt: dict, annotations: list[dict], with_masks: bool = False) -> 
 
 def peak_and_bag_diagnostics(ctx: RoundContext, gt: dict, bags: dict) -> dict:
     """Evaluation-only diagnostics of the MIL inputs: peaks, selective-search recall, bag oracle."""
-    peaks = ctx.work.read_json(stages.PEAKS)
+    peaks = ctx.work.read_json(run_layout.PEAKS)
     instances = defaultdict(list)  # image id -> (class, mask)
     for ann in gt["annotations"]:
         instances[ann["image_id"]].append((ann["category_id"], masks.decode(ann["segmentation"])))
@@ -485,17 +485,17 @@ def main() -> None:
         write_json(gt_path, ground_truth_to_coco(open_ground_truth(root, "train")))
     gt = read_json(gt_path)
 
-    mil = ctx.work.read_json(stages.MIL_BOXES)["annotations"]
-    ccgr = ctx.work.read_json(stages.CCGR_BOXES)["annotations"]
+    mil = ctx.work.read_json(run_layout.MIL_BOXES)["annotations"]
+    ccgr = ctx.work.read_json(run_layout.CCGR_BOXES)["annotations"]
     top1, top1_peak, bags = top1_eq4_boxes(ctx)
-    seg = stages._segment_boxes(ctx)
+    seg = box_sources.segment_boxes(ctx)
     for name, anns in (("top1_eq4_boxes.json", top1), ("seg_only_boxes.json", seg)):
-        write_json(work / name, stages._coco_file(ctx, anns))
+        write_json(work / name, box_sources.coco_file(ctx, anns))
     boxes = {
         "mil": box_metrics(gt, mil), "top1_eq4": box_metrics(gt, top1), "top1_eq4_peak": box_metrics(gt, top1_peak),
         "seg_only": box_metrics(gt, seg), "ccgr": box_metrics(gt, ccgr),
-        "pseudo_ccgr": box_metrics(gt, ctx.work.read_json(stages.PSEUDO_LABELS)["annotations"], with_masks=True),
-        "pseudo_no_ccgr": box_metrics(gt, no_ccgr.work.read_json(stages.PSEUDO_LABELS)["annotations"], with_masks=True),
+        "pseudo_ccgr": box_metrics(gt, ctx.work.read_json(run_layout.PSEUDO_LABELS)["annotations"], with_masks=True),
+        "pseudo_no_ccgr": box_metrics(gt, no_ccgr.work.read_json(run_layout.PSEUDO_LABELS)["annotations"], with_masks=True),
     }
     for name, m in boxes.items():
         masks_part = "" if m["mAP_r@0.5"] is None else f", mAP^r_0.5 {m['mAP_r@0.5']:.2f}"

@@ -34,7 +34,9 @@ from stage_report import TrainTruth, round_rows
 from wsis_core import stages
 from wsis_core.data.dataset import open_weak_dataset
 from wsis_core.device import resolve_device
-from wsis_core.rounds import STAGES, RoundContext, RunConfig, marker_name, run_stage_in, write_config
+from wsis_core.round_context import RoundContext, RunConfig, write_config
+from wsis_core.rounds import STAGES, run_stage_in
+from wsis_core.run_layout import marker_name
 
 # (stage, measure) rows of the summary, in the microscope's words.
 KEY_ROWS = (

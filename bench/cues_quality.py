@@ -37,10 +37,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wsis_core.affinity import dense_affinity, pair_distances, radius_pairs, random_walk, train_affinity
+from synthetic_data import add_dataset_arguments, prepare_dataset
+from wsis_core.affinity import dense_affinity, pair_distances, radius_pairs, train_affinity
 from wsis_core.backbone import iterate_images, present_classes
 from wsis_core.classifier import compute_cams, train_classifier
-from synthetic_data import add_dataset_arguments, prepare_dataset
 from wsis_core.data.dataset import open_ground_truth, open_weak_dataset
 from wsis_core.data.types import VOID
 from wsis_core.device import resolve_device

@@ -1,4 +1,4 @@
-"""Time per iteration of the IS stage (wsis_core.instance_seg.train_instance_segmentation) against a bare
+"""Time per iteration of the IS stage (wsis_core.instance_seg.engine.train_instance_segmentation) against a bare
 torchvision Mask R-CNN training loop on the same batches.
 
 Both sides get the same model (same config, same initial weights), the same batches in the same order,
@@ -33,16 +33,9 @@ from wsis_core.data.convert import ground_truth_to_coco
 from wsis_core.data.dataset import open_ground_truth, open_weak_dataset
 from wsis_core.data.synth import generate_dataset
 from wsis_core.device import forward_precision, resolve_device, resolve_precision
-from wsis_core.instance_seg import (
-    InstanceTargets,
-    build_mask_rcnn,
-    group_by_image,
-    instance_loader,
-    seeded_rng,
-    sgd_schedule,
-    to_device,
-    train_instance_segmentation,
-)
+from wsis_core.instance_seg.engine import seeded_rng, sgd_schedule, train_instance_segmentation
+from wsis_core.instance_seg.model import build_mask_rcnn
+from wsis_core.instance_seg.targets import InstanceTargets, group_by_image, instance_loader, to_device
 from wsis_core.profiles import PRECISIONS
 
 WEIGHT_DECAY = 1e-4

@@ -33,15 +33,15 @@ import shutil
 import time
 from pathlib import Path
 
-from reporting import (
-    Progress, add_profile_arguments, fmt, profile_overrides, report_header, write_report,
-)
+from reporting import Progress, add_profile_arguments, fmt, profile_overrides, report_header, write_report
 from synthetic_data import add_dataset_arguments, prepare_dataset
 from wsis_core.data.dataset import open_weak_dataset
 from wsis_core.device import resolve_device
 from wsis_core.evaluation import METRIC_KEYS
 from wsis_core.io import read_json, write_json
-from wsis_core.rounds import STAGES, RunConfig, marker_name, run_rounds
+from wsis_core.round_context import RunConfig
+from wsis_core.rounds import STAGES, run_rounds
+from wsis_core.run_layout import marker_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Ablation -> (RunConfig changes, round-1 stages it shares with the weak run).

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from box_quality import box_metrics
 from reporting import fmt
-from wsis_core import stages
+from wsis_core import run_layout
 from wsis_core.data.convert import ground_truth_to_coco
 from wsis_core.data.dataset import open_ground_truth
 from wsis_core.io import read_json
-from wsis_core.rounds import read_config
+from wsis_core.round_context import read_config
 
 
 def round_rows(run: Path) -> list[str]:
@@ -29,7 +29,7 @@ def round_rows(run: Path) -> list[str]:
     gt = ground_truth_to_coco(open_ground_truth(config.data, config.train_split))
     lines = []
     for folder in sorted(run.glob("round_*"), key=lambda p: int(p.name.split("_")[1])):
-        files = [folder / name for name in (stages.MIL_BOXES, stages.CCGR_BOXES, stages.PSEUDO_LABELS)]
+        files = [folder / name for name in (run_layout.MIL_BOXES, run_layout.CCGR_BOXES, run_layout.PSEUDO_LABELS)]
         if not all(f.exists() for f in files):
             continue
         mil, ccgr, pseudo = (read_json(f)["annotations"] for f in files)

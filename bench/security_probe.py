@@ -42,8 +42,7 @@ from typing import Iterator
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api_load import REPO, TESTS, fresh_postgres_database, percentile, rss_bytes, stop, wait_round  # noqa: E402
-
+from api_load import REPO, TESTS, fresh_postgres_database, rss_bytes, stop, wait_round  # noqa: E402
 from services.dev import wait_until_ready  # noqa: E402
 
 ENDED = ("succeeded", "failed", "cancelled")

@@ -38,10 +38,18 @@ import torch
 from torchvision.ops import box_iou
 
 from box_quality import as_results, ccgr_movement, gt_boxes, peak_and_bag_diagnostics
-from cues_quality import Confusion, Timer, cam_and_psa_labels, classification_map, confident_accuracy, miou, \
-    peak_counts, semantic_ground_truth
+from cues_quality import (
+    Confusion,
+    Timer,
+    cam_and_psa_labels,
+    classification_map,
+    confident_accuracy,
+    miou,
+    peak_counts,
+    semantic_ground_truth,
+)
 from reporting import report_header, write_report
-from wsis_core import stages
+from wsis_core import run_layout, stages
 from wsis_core.affinity import AffinityNet
 from wsis_core.checkpoint import load_checkpoint
 from wsis_core.data.convert import ground_truth_to_coco
@@ -49,7 +57,8 @@ from wsis_core.data.dataset import open_ground_truth
 from wsis_core.data.guard import weak_supervision
 from wsis_core.device import resolve_device
 from wsis_core.evaluation import evaluate, label_set_quality
-from wsis_core.rounds import RoundContext, read_config, stage_done, stage_seconds
+from wsis_core.round_context import RoundContext, read_config
+from wsis_core.rounds import stage_done, stage_seconds, stages_of
 
 NOT_RUN = "n/a"
 
@@ -118,7 +127,7 @@ def label_set_rows(name: str, truth: TrainTruth, annotations: list[dict] | None,
     key, kind = ("mAP_r@0.5", "mask") if iou_type == "segm" else ("mAP_b@0.5", "box")
     images = len({a["image_id"] for a in annotations})
     return [
-        (name, f"labels (per image; images with none)",
+        (name, "labels (per image; images with none)",
          f"{len(annotations)} ({len(annotations) / max(len(truth.coco['images']), 1):.1f}; "
          f"{len(truth.coco['images']) - images})"),
         (name, f"precision / recall at {kind} IoU 0.5", f"{_f(quality['precision'], 3)} / {_f(quality['recall'], 3)}"),
@@ -141,8 +150,8 @@ def cue_rows(ctx: RoundContext, truth: TrainTruth, device, val_map: float) -> li
     """Classifier, peaks and the semantic maps of one round."""
     n = len(ctx.config.classes)
     rows = [("classifier", "val mAP (round 1's classifier)", _f(val_map, 3))]
-    if ctx.work.path(stages.PEAKS).exists():
-        peaks = ctx.work.read_json(stages.PEAKS)
+    if ctx.work.path(run_layout.PEAKS).exists():
+        peaks = ctx.work.read_json(run_layout.PEAKS)
         per_image = [peaks[str(info.id)] for info in ctx.train_set.images]
         counts = peak_counts(per_image, truth.instances)
         rows += [
@@ -155,7 +164,7 @@ def cue_rows(ctx: RoundContext, truth: TrainTruth, device, val_map: float) -> li
     if ctx.number == 1 and stage_done(ctx.work, "cues"):
         classifier = stages.round_classifier(ctx)
         affinity = AffinityNet(copy.deepcopy(classifier.backbone))
-        affinity.load_state_dict(load_checkpoint(ctx.work.require(stages.AFFINITY)).state_dict)
+        affinity.load_state_dict(load_checkpoint(ctx.work.require(run_layout.AFFINITY)).state_dict)
         own = (ctx.profile.rw_bg_power, ctx.profile.rw_t)
         with weak_supervision():
             cam, psa, _, _ = cam_and_psa_labels(classifier, affinity, ctx.train_set, ctx.profile, device, [own],
@@ -164,14 +173,14 @@ def cue_rows(ctx: RoundContext, truth: TrainTruth, device, val_map: float) -> li
                  ("semantic", "PSA mIoU (argmax O, train)", f"{miou(psa[own], truth.semantic, n):.3f}")]
     stems = [Path(info.file_name).stem for info in ctx.train_set.images]
     if stage_done(ctx.work, "cues"):
-        labels = [ctx.work.read_label(stages.SEMANTIC_LABELS, s) for s in stems]
+        labels = [ctx.work.read_label(run_layout.SEMANTIC_LABELS, s) for s in stems]
         accuracy, cover = confident_accuracy(labels, truth.semantic)
         rows.append(("semantic", "SS training labels: mIoU; accuracy / coverage of labelled pixels",
                      f"{miou(labels, truth.semantic, n):.3f}; {accuracy:.3f} / {cover:.3f}"))
     if stage_done(ctx.work, "ss"):
         confusion = Confusion(n)
         for stem, semantic in zip(stems, truth.semantic):
-            confusion.add(ctx.work.read_scores(stages.SCORE_MAPS, stem).argmax(axis=0), semantic)
+            confusion.add(ctx.work.read_scores(run_layout.SCORE_MAPS, stem).argmax(axis=0), semantic)
         rows.append(("semantic", "SS mIoU (argmax S, train)", f"{confusion.miou():.3f}"))
     return rows
 
@@ -186,23 +195,23 @@ def box_rows(ctx: RoundContext, truth: TrainTruth) -> list[tuple]:
         recall, covered, n_bags = bag_recall(ctx, bags, truth)
         rows += [("proposals", "recall@0.5", f"{diagnostics['ss_recall@0.5']:.3f}"),
                  ("bags", "bag recall (bags; instances covered)", f"{recall:.3f} ({n_bags}; {covered:.3f})")]
-    if ctx.number > 1 and ctx.work.path(stages.CUE_INSTANCES).exists():
-        kept = ctx.work.read_json(stages.CUE_INSTANCES)
+    if ctx.number > 1 and ctx.work.path(run_layout.CUE_INSTANCES).exists():
+        kept = ctx.work.read_json(run_layout.CUE_INSTANCES)
         rows += label_set_rows("IS cues", truth, [p for image in kept.values() for p in image], "segm")
-    mil, ccgr = _annotations(ctx, stages.MIL_BOXES), _annotations(ctx, stages.CCGR_BOXES)
+    mil, ccgr = _annotations(ctx, run_layout.MIL_BOXES), _annotations(ctx, run_layout.CCGR_BOXES)
     rows += label_set_rows("MIL boxes", truth, mil, "bbox")
     rows += label_set_rows("CCGR boxes", truth, ccgr, "bbox")
     if mil and ccgr:
         moved = ccgr_movement(mil, ccgr)
         rows.append(("CCGR boxes", "moved > 0.5 px; mean IoU(MIL, CCGR)",
                      f"{moved['moved']:.3f}; {moved['mean_iou_before_after']:.3f}"))
-    rows += label_set_rows("pseudo masks", truth, _annotations(ctx, stages.PSEUDO_LABELS), "segm")
+    rows += label_set_rows("pseudo masks", truth, _annotations(ctx, run_layout.PSEUDO_LABELS), "segm")
     return rows
 
 
 def is_rows(ctx: RoundContext) -> list[tuple]:
-    metrics = ctx.work.read_json(stages.METRICS) if ctx.work.path(stages.METRICS).exists() else {}
-    seconds = stage_seconds(ctx.work, ctx.config.stages)
+    metrics = ctx.work.read_json(run_layout.METRICS) if ctx.work.path(run_layout.METRICS).exists() else {}
+    seconds = stage_seconds(ctx.work, stages_of(ctx.config))
     return [
         ("IS branch", "val mAP_r@0.25 / 0.5 / 0.75",
          " / ".join(_f(metrics.get(k)) for k in ("mAP_r@0.25", "mAP_r@0.5", "mAP_r@0.75"))),

@@ -8,7 +8,13 @@ import numpy as np
 import torch
 
 from wsis_core.affinity import (
-    AffinityNet, affinity_loss, dense_affinity, make_semantic_labels, pair_distances, radius_pairs, random_walk,
+    AffinityNet,
+    affinity_loss,
+    dense_affinity,
+    make_semantic_labels,
+    pair_distances,
+    radius_pairs,
+    random_walk,
     seed_labels,
 )
 from wsis_core.classifier import build_classifier

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from PIL import Image
 from schemathesis import GenerationMode
-from schemathesis.config import SchemathesisConfig
 from schemathesis.checks import CHECKS as CHECK_REGISTRY
+from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi import checks as openapi_checks  # importing it registers the OpenAPI checks
 
 from integration import harness

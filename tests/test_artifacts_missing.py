@@ -11,8 +11,9 @@ import torch
 
 from integration import fake_rounds, harness
 from services.workers.celery_app import app as celery_app
-from wsis_core import rounds, stages
-from wsis_core.rounds import RoundContext, run_stage_in
+from wsis_core import stages
+from wsis_core.round_context import RoundContext, RunConfig
+from wsis_core.rounds import run_stage_in
 
 
 @pytest.fixture
@@ -88,8 +89,8 @@ def test_a_stage_whose_marker_outlived_its_artifacts_runs_again(synth_dataset, t
         calls.append(ctx.number)
         return {"pseudo_labels": ctx.work.write_json("pseudo_labels.json", {"calls": len(calls)})}
 
-    monkeypatch.setattr(stages, "stage_pseudo_labels", fake_stage)
-    config = rounds.RunConfig(data=str(synth_dataset), classes=("a",))
+    monkeypatch.setitem(stages.STAGES, "pseudo_labels", fake_stage)
+    config = RunConfig(data=str(synth_dataset), classes=("a",))
     ctx = RoundContext(tmp_path / "run", 1, config, torch.device("cpu"))
     first = run_stage_in(ctx, "pseudo_labels")
     assert run_stage_in(ctx, "pseudo_labels") == first and calls == [1]  # done: not run again

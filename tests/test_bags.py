@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from wsis_core.bags import Bag, bags_for_peaks, bags_from_boxes, build_bags, build_bags_from_boxes, rank_scores
+from wsis_core.bags import bags_for_peaks, bags_from_boxes, build_bags, build_bags_from_boxes, rank_scores
 
 
 def test_eq4_matches_brute_force_sum():
@@ -112,10 +112,3 @@ def test_bags_from_predicted_boxes_take_top_iou_proposals():
 
     staged = build_bags_from_boxes({4: ([[0, 0, 10, 10]], [2])}, Source(), top_k=2)
     assert staged[4][0].proposal_indices.tolist() == [0, 1]
-
-
-def test_bag_dict_round_trip():
-    bag = Bag(3, 2, torch.tensor([5, 1]), (1.5, 2.5), exclusive=False)
-    back = Bag.from_dict(bag.to_dict())
-    assert (back.image_id, back.label, back.source, back.exclusive) == (3, 2, (1.5, 2.5), False)
-    assert torch.equal(back.proposal_indices, bag.proposal_indices)

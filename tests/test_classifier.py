@@ -9,7 +9,13 @@ import torchvision
 from wsis_core.backbone import Schedule, build_backbone, cue_schedule, fit, load_batch, present_classes
 from wsis_core.checkpoint import load_checkpoint, save_checkpoint
 from wsis_core.classifier import (
-    Classifier, build_classifier, classification_loss, compute_cams, pool_maps, random_scale, train_classifier,
+    Classifier,
+    build_classifier,
+    classification_loss,
+    compute_cams,
+    pool_maps,
+    random_scale,
+    train_classifier,
 )
 from wsis_core.data.dataset import open_weak_dataset
 from wsis_core.device import resolve_device

@@ -22,20 +22,10 @@ from wsis_core import masks
 from wsis_core.checkpoint import save_checkpoint
 from wsis_core.data.types import ImageInfo
 from wsis_core.errors import WsisInputError
+from wsis_core.instance_seg.engine import lr_factor, predict_instances, train_instance_segmentation
+from wsis_core.instance_seg.model import anchor_sizes, build_mask_rcnn, load_mask_rcnn, mask_rcnn_for, model_num_classes
+from wsis_core.instance_seg.targets import InstanceTargets, group_by_image, instance_loader
 from wsis_core.profiles import get_profile
-from wsis_core.instance_seg import (
-    InstanceTargets,
-    anchor_sizes,
-    build_mask_rcnn,
-    group_by_image,
-    instance_loader,
-    load_mask_rcnn,
-    mask_rcnn_for,
-    lr_factor,
-    model_num_classes,
-    predict_instances,
-    train_instance_segmentation,
-)
 
 SIZE = 64
 CPU = torch.device("cpu")
@@ -135,12 +125,6 @@ def test_a_checkpoint_is_rebuilt_with_the_widths_it_was_trained_with(tmp_path):
     loaded = load_mask_rcnn(get_profile("tiny", is_min_size=SIZE, is_max_size=SIZE), 3, tmp_path / "model.pt")
     assert loaded.backbone.out_channels == 32 and loaded.roi_heads.box_head.fc7.out_features == 48
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
-    # A checkpoint from before the width fields existed was built with torchvision's widths.
-    legacy = {k: v for k, v in narrow.to_dict().items() if k not in ("is_fpn_channels", "is_box_head_size")}
-    save_checkpoint(tmp_path / "old.pt", build_mask_rcnn(3, min_size=SIZE, max_size=SIZE, mask_head_channels=16),
-                    legacy, ["a", "b"])
-    old = load_mask_rcnn(narrow, 3, tmp_path / "old.pt")
-    assert old.backbone.out_channels == 256 and old.roi_heads.box_head.fc7.out_features == 1024
 
 
 def test_build_from_local_backbone_weights(tmp_path):

@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 
 from integration import fake_rounds, harness
 from services.api.db import session_scope
-from services.api.models import Job, Round, Run, utcnow
+from services.api.models import Job, Round, utcnow
 from services.workers import dispatch, jobs, recovery, tasks
 from services.workers.celery_app import app as celery_app
 

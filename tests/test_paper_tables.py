@@ -11,8 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import paper_tables  # noqa: E402
-from wsis_core.io import read_json, write_json  # noqa: E402
-from wsis_core.rounds import marker_name  # noqa: E402
+from wsis_core.io import write_json  # noqa: E402
+from wsis_core.run_layout import marker_name  # noqa: E402
 
 
 def _finished_round_one(weak: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 from wsis_core.data.synth import generate_dataset
 from wsis_core.errors import WsisInputError
 from wsis_core.profiles import PROFILES, Profile, get_profile
-from wsis_core.rounds import RunConfig
+from wsis_core.round_context import RunConfig
 
 
 @pytest.mark.parametrize(

@@ -10,16 +10,16 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 
+from tiny_overrides import TINY_OVERRIDES
 from wsis_core import stages
 from wsis_core.checkpoint import load_checkpoint
 from wsis_core.cli import main
 from wsis_core.data.dataset import open_weak_dataset
 from wsis_core.device import resolve_precision
 from wsis_core.evaluation import METRIC_KEYS
-from tiny_overrides import TINY_OVERRIDES
 from wsis_core.io import write_json
-from wsis_core.rounds import STAGES, RoundContext, RunConfig, run_rounds, run_stage_in
-
+from wsis_core.round_context import RoundContext, RunConfig
+from wsis_core.rounds import STAGES, run_rounds, run_stage_in
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +85,13 @@ def test_resume_continues_from_the_last_finished_stage(weak_run, data, monkeypat
     (run / "round_2" / "stages" / "evaluate.json").unlink()  # as if the run stopped before evaluating
     calls = []
     for stage in STAGES:
-        original = getattr(stages, f"stage_{stage}")
+        original = stages.STAGES[stage]
 
         def spy(ctx, on_progress, original=original, stage=stage):
             calls.append((ctx.number, stage))
             return original(ctx, on_progress)
 
-        monkeypatch.setattr(stages, f"stage_{stage}", spy)
+        monkeypatch.setitem(stages.STAGES, stage, spy)
     run_rounds(run, _config(data), 2, torch.device("cpu"))
     assert calls == [(2, "evaluate")]
 
@@ -132,7 +132,7 @@ def test_full_supervision_is_one_round_on_true_masks(data, tmp_path):
 
 
 def test_phases_share_one_progress_bar():
-    from wsis_core.rounds import Phase, phases
+    from wsis_core.progress import Phase, phases
 
     seen = []
     first, second = phases(lambda done, total: seen.append(done / total), Phase("a", "it", 3), Phase("b", "img", 1))
@@ -144,7 +144,7 @@ def test_phases_share_one_progress_bar():
 
 def test_a_bar_with_phases_counts_each_phase_in_its_own_unit():
     from wsis_core.cli import _ProgressBar
-    from wsis_core.rounds import Phase, phases
+    from wsis_core.progress import Phase, phases
 
     bar = _ProgressBar("round 1 cues")
     train, peaks = phases(bar, Phase("classifier training", "it", 3), Phase("peaks", "batch", 1))

@@ -17,7 +17,8 @@ from tiny_overrides import TINY_OVERRIDES  # noqa: E402
 from wsis_core.data.dataset import open_weak_dataset  # noqa: E402
 from wsis_core.data.synth import generate_dataset  # noqa: E402
 from wsis_core.io import read_json  # noqa: E402
-from wsis_core.rounds import RunConfig, run_rounds  # noqa: E402
+from wsis_core.round_context import RunConfig  # noqa: E402
+from wsis_core.rounds import run_rounds  # noqa: E402
 
 ROUND_1_ROWS = [
     "val mAP (round 1's classifier)", "precision / recall", "instances with 2+ peaks", "CAM mIoU (train)",

@@ -10,7 +10,12 @@ import pytest
 from wsis_core.cli import main
 from wsis_core.data.convert import ground_truth_to_coco, write_tagged_folder
 from wsis_core.data.dataset import (
-    dataset_splits, detect_layout, open_ground_truth, open_image_folder, open_weak_dataset, summarize_split,
+    dataset_splits,
+    detect_layout,
+    open_ground_truth,
+    open_image_folder,
+    open_weak_dataset,
+    summarize_split,
 )
 from wsis_core.data.guard import weak_supervision
 from wsis_core.errors import LabelLeakError, WsisInputError

@@ -13,7 +13,8 @@ from tiny_overrides import TINY_OVERRIDES
 from wsis_core.cli import build_parser, main
 from wsis_core.data.convert import write_tagged_folder
 from wsis_core.evaluation import METRIC_KEYS
-from wsis_core.rounds import read_config, run_stage
+from wsis_core.round_context import read_config
+from wsis_core.rounds import run_stage
 
 NO_GROUND_TRUTH = "no ground truth for split val: metrics not computed"
 

@@ -29,13 +29,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsis_core.backbone import (
-    Backbone, Progress, branch_schedule, cue_schedule, fit, iterate_images, load_batch, num_batches, present_classes,
-    random_flip, split_progress,
+    Backbone,
+    branch_schedule,
+    cue_schedule,
+    fit,
+    iterate_images,
+    load_batch,
+    num_batches,
+    present_classes,
+    random_flip,
+    split_progress,
 )
 from wsis_core.classifier import Classifier, compute_cams
 from wsis_core.data.guard import weak_supervision
 from wsis_core.data.types import VOID
 from wsis_core.profiles import Profile
+from wsis_core.progress import Progress
 
 
 class AffinityNet(nn.Module):

@@ -28,6 +28,7 @@ from torch import nn
 from wsis_core.device import forward_precision, resolve_precision
 from wsis_core.errors import WsisInputError
 from wsis_core.profiles import BACKBONE_NAMES, OUTPUT_STRIDES, Profile
+from wsis_core.progress import Progress
 
 BACKBONES: dict[str, Callable[[], torchvision.models.ResNet]] = {
     name: getattr(torchvision.models, name) for name in BACKBONE_NAMES
@@ -37,8 +38,6 @@ _DILATIONS = {32: (1, 1), 16: (1, 2), 8: (2, 4)}
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-
-Progress = Callable[[int, int], None] | None
 
 
 class Backbone(nn.Module):

@@ -32,10 +32,10 @@ import torch
 from torchvision.ops import box_iou
 
 from wsis_core.ccgr import box_area, box_sum, integral_image
+from wsis_core.progress import Progress
 
 DEFAULT_TOP_K = 10
 DEFAULT_LAMBDA = 0.1
-ProgressFn = Callable[[int, int], None]
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,26 +53,6 @@ class Bag:
     proposal_indices: torch.Tensor
     source: tuple[float, ...]
     exclusive: bool = True
-
-    def to_dict(self) -> dict:
-        """JSON-ready form; :meth:`from_dict` inverts it."""
-        return {
-            "image_id": self.image_id,
-            "label": self.label,
-            "proposal_indices": self.proposal_indices.tolist(),
-            "source": list(self.source),
-            "exclusive": self.exclusive,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Bag:
-        return cls(
-            image_id=int(data["image_id"]),
-            label=int(data["label"]),
-            proposal_indices=torch.as_tensor(data["proposal_indices"], dtype=torch.long),
-            source=tuple(float(v) for v in data["source"]),
-            exclusive=bool(data["exclusive"]),
-        )
 
 
 @dataclass(frozen=True)
@@ -184,7 +164,7 @@ def build_bags(
     *,
     top_k: int = DEFAULT_TOP_K,
     lam: float = DEFAULT_LAMBDA,
-    on_progress: ProgressFn | None = None,
+    on_progress: Progress = None,
 ) -> BagBuild:
     """Stage (first round): bags of every image in ``image_ids``, see :func:`bags_for_peaks`.
 
@@ -217,7 +197,7 @@ def build_bags_from_boxes(
     proposals,
     *,
     top_k: int = DEFAULT_TOP_K,
-    on_progress: ProgressFn | None = None,
+    on_progress: Progress = None,
 ) -> dict[int, list[Bag]]:
     """Stage (later rounds): image id -> (boxes [M, 4], labels [M]) predicted by the IS branch to
     bags, see :func:`bags_from_boxes`. ``on_progress(done, total)`` after each image."""

@@ -97,11 +97,6 @@ def box_area(boxes: torch.Tensor) -> torch.Tensor:
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
-def box_mean(sat: torch.Tensor, map_idx: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """Phi(B) of Eq. 2: mean score inside each box [..., 4]."""
-    return box_sum(sat, map_idx, boxes) / box_area(boxes)
-
-
 def context_box(boxes: torch.Tensor, scale: float, height: int, width: int) -> torch.Tensor:
     """B~: same centre as B, ``scale`` times its width and height, clipped to [0, W] x [0, H]."""
     x1, y1, x2, y2 = boxes.unbind(-1)

@@ -29,12 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsis_core.backbone import (
-    Backbone, Progress, backbone_for, cue_schedule, fit, load_batch, present_classes, random_flip,
-)
+from wsis_core.backbone import Backbone, backbone_for, cue_schedule, fit, load_batch, present_classes, random_flip
 from wsis_core.data.guard import weak_supervision
 from wsis_core.profiles import Profile
-
+from wsis_core.progress import Progress
 
 POOLINGS = ("gap", "lse")
 

@@ -23,7 +23,7 @@ DEFAULT_VAL_SPLIT = "val"
 class _ProgressBar:
     """An ``on_progress(done, total)`` callback drawing a tqdm bar on stderr that counts real units: ``unit``, or
     the unit of the stage its description ends with (``wsis_core.rounds.STAGE_UNITS``). ``phase(name, unit)``
-    gives the callback of one phase of a stage, drawn as its own bar (see ``wsis_core.rounds.phases``)."""
+    gives the callback of one phase of a stage, drawn as its own bar (see ``wsis_core.progress.phases``)."""
 
     def __init__(self, description: str, unit: str | None = None):
         from wsis_core.rounds import STAGE_UNITS
@@ -113,9 +113,11 @@ def _run_standalone(work: Path, config, stages: tuple[str, ...], device: str) ->
     """Run ``stages`` of round 1 in a work folder (run folder = round folder), recomputing them."""
     from wsis_core.device import resolve_device
     from wsis_core.io import write_json
-    from wsis_core.rounds import STAGES, RoundContext, marker_name, run_stage_in
+    from wsis_core.round_context import RoundContext
+    from wsis_core.rounds import STAGES, run_stage_in
+    from wsis_core.run_layout import CONFIG, marker_name
 
-    write_json(work / "config.json", config.to_dict())
+    write_json(work / CONFIG, config.to_dict())
     for stage in STAGES[STAGES.index(stages[0]):]:  # these stages and everything after them are redone
         (work / marker_name(stage)).unlink(missing_ok=True)
     ctx = RoundContext(work, 1, config, resolve_device(device), round_dir=work)
@@ -138,7 +140,7 @@ def _val_split(args: argparse.Namespace) -> str | None:
 
 def _new_config(args: argparse.Namespace, **fields):
     from wsis_core.data.dataset import open_weak_dataset
-    from wsis_core.rounds import RunConfig
+    from wsis_core.round_context import RunConfig
 
     classes = open_weak_dataset(args.data, args.train_split).classes
     val_split = _val_split(args)
@@ -158,7 +160,7 @@ def cmd_cues(args: argparse.Namespace) -> None:
 
 
 def cmd_mil(args: argparse.Namespace) -> None:
-    from wsis_core.rounds import read_config
+    from wsis_core.round_context import read_config
 
     work = Path(args.work)
     config = dataclasses.replace(read_config(work), proposals=args.proposals)  # validates the source
@@ -169,7 +171,7 @@ def cmd_mil(args: argparse.Namespace) -> None:
 
 
 def cmd_ccgr(args: argparse.Namespace) -> None:
-    from wsis_core.rounds import read_config
+    from wsis_core.round_context import read_config
 
     work = Path(args.work)
     config = read_config(work)
@@ -181,10 +183,12 @@ def cmd_ccgr(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from wsis_core.device import resolve_device
-    from wsis_core.rounds import read_config, run_rounds
+    from wsis_core.round_context import read_config
+    from wsis_core.rounds import run_rounds
+    from wsis_core.run_layout import CONFIG, SUMMARY
 
     run = Path(args.out)
-    exists = (run / "config.json").exists()
+    exists = (run / CONFIG).exists()
     if exists and not args.resume:
         raise WsisInputError(f"{run}: a run already exists there (pass --resume to continue it)")
     if args.rounds < 1:
@@ -199,7 +203,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     summary = run_rounds(run, config, args.rounds, resolve_device(args.device), progress_for=_ProgressBar)
     for entry in summary["rounds"]:
         print(json.dumps({"round": entry["round"], **entry["metrics"]}))
-    print(f"wrote {run / 'summary.json'}")
+    print(f"wrote {run / SUMMARY}")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from wsis_core import masks
+from wsis_core import masks, run_layout
 from wsis_core.errors import WsisInputError
 from wsis_core.io import atomic_file
 from wsis_core.quality import by_image
@@ -129,11 +129,11 @@ def round_labels(run_dir: Path, round_number: int | None = None) -> Path:
     """``pseudo_labels.json`` of round ``round_number`` of a run folder (None: the last round that has one)."""
     run_dir = Path(run_dir)
     if round_number is None:
-        numbers = [int(p.parent.name.split("_")[1]) for p in run_dir.glob("round_*/pseudo_labels.json")]
+        numbers = run_layout.rounds_with(run_dir, run_layout.PSEUDO_LABELS)
         if not numbers:
             raise WsisInputError(f"{run_dir}: no round has pseudo labels yet")
         round_number = max(numbers)
-    path = run_dir / f"round_{round_number}" / "pseudo_labels.json"
+    path = run_layout.round_dir(run_dir, round_number) / run_layout.PSEUDO_LABELS
     if not path.is_file():
         raise WsisInputError(f"{run_dir}: round {round_number} has no pseudo labels")
     return path
@@ -144,7 +144,7 @@ def export_run(run_dir: Path, round_number: int | None, fmt: str, out: Path) -> 
     ``data.yaml`` names the run's dataset folder and ``images.txt`` lists the images relative to it.
     Returns the label file exported."""
     from wsis_core.data.dataset import open_weak_dataset
-    from wsis_core.rounds import read_config
+    from wsis_core.round_context import read_config
 
     labels = round_labels(run_dir, round_number)
     config = read_config(run_dir)

@@ -39,8 +39,8 @@ from torchvision.ops import batched_nms, roi_align
 
 from wsis_core.backbone import Schedule, fit
 from wsis_core.bags import Bag
+from wsis_core.progress import Progress
 
-ProgressFn = Callable[[int, int], None]
 Transform = Callable[[np.ndarray], torch.Tensor]  # uint8 [H, W, 3] RGB -> normalised [1, 3, H', W']
 PHI_EPS = 1e-6
 
@@ -175,7 +175,7 @@ def train_mil(
     device: str | torch.device = "cpu",
     seed: int = 0,
     epoch_images: int | None = None,
-    on_progress: ProgressFn | None = None,
+    on_progress: Progress = None,
 ) -> list[float]:
     """Stage: train backbone + head on the bags with L_MIL (Eq. 2), one image (all its bags) per step.
 
@@ -206,7 +206,7 @@ def select_boxes(
     *,
     transform: Transform,
     device: str | torch.device = "cpu",
-    on_progress: ProgressFn | None = None,
+    on_progress: Progress = None,
 ) -> dict[int, list[MILBox]]:
     """Stage: the MIL box of every bag (in bag order), per image id; models run in eval mode.
 

@@ -18,9 +18,10 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from wsis_core.backbone import Progress, iterate_images, present_classes
+from wsis_core.backbone import iterate_images, present_classes
 from wsis_core.classifier import Classifier
 from wsis_core.profiles import Profile
+from wsis_core.progress import Progress
 
 
 class Peak(NamedTuple):

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from wsis_core import run_layout
 from wsis_core.data.dataset import open_image_folder, open_weak_dataset
 from wsis_core.device import resolve_device
 from wsis_core.errors import WsisInputError
-from wsis_core.instance_seg import load_mask_rcnn, predict_instances
-from wsis_core.rounds import read_config
+from wsis_core.instance_seg.engine import predict_instances
+from wsis_core.instance_seg.model import load_mask_rcnn
+from wsis_core.round_context import read_config
 
 
 def last_round(run_dir: Path) -> int:
     """The highest round number whose IS model exists."""
-    finished = [int(p.parent.name.split("_")[1]) for p in run_dir.glob("round_*/model.pt")]
+    finished = run_layout.rounds_with(run_dir, run_layout.MODEL)
     if not finished:
         raise WsisInputError(f"{run_dir}: no round has a trained model yet")
     return max(finished)
@@ -21,7 +23,7 @@ def last_round(run_dir: Path) -> int:
 
 def _model_path(run_dir: Path, round_number: int | None) -> Path:
     round_number = last_round(run_dir) if round_number is None else round_number
-    model_path = run_dir / f"round_{round_number}" / "model.pt"
+    model_path = run_layout.round_dir(run_dir, round_number) / run_layout.MODEL
     if not model_path.exists():
         raise WsisInputError(f"{run_dir}: round {round_number} has no trained model")
     return model_path

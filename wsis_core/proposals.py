@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import multiprocessing
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +47,8 @@ from tqdm import tqdm
 
 from wsis_core.errors import WsisInputError
 from wsis_core.io import atomic_file, read_json
+from wsis_core.progress import Progress
 
-ProgressFn = Callable[[int, int], None]
 PRECOMPUTED_SUFFIXES = (".mat", ".npz", ".json")
 
 
@@ -213,7 +213,7 @@ def compute_proposals(
     *,
     workers: int = 2,
     options: SelectiveSearchOptions = SelectiveSearchOptions(),
-    on_progress: ProgressFn | None = None,
+    on_progress: Progress = None,
     progress_bar: bool | None = None,
 ) -> ProposalStore:
     """Stage: selective search for every image of ``dataset`` into ``ProposalStore(folder)``.

@@ -18,12 +18,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsis_core.backbone import (
-    Backbone, Progress, backbone_for, branch_schedule, fit, iterate_images, load_batch, present_classes, random_flip,
+    Backbone,
+    backbone_for,
+    branch_schedule,
+    fit,
+    iterate_images,
+    load_batch,
+    present_classes,
+    random_flip,
 )
 from wsis_core.data.guard import weak_supervision
 from wsis_core.data.types import VOID
 from wsis_core.errors import WsisInputError
 from wsis_core.profiles import Profile
+from wsis_core.progress import Progress
 
 
 class PyramidPooling(nn.Module):
@@ -58,11 +66,6 @@ class SegmentationModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pyramid(self.backbone(images)[-1]))
-
-    @torch.no_grad()
-    def predict_scores(self, images: torch.Tensor) -> torch.Tensor:
-        """Softmax score maps [B, C + 1, H, W] at the resolution of ``images``."""
-        return scores_at(self(images), images.shape[-2:])
 
 
 def scores_at(logits: torch.Tensor, size: Sequence[int], present: torch.Tensor | None = None) -> torch.Tensor:

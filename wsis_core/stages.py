@@ -13,14 +13,13 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
-import scipy.ndimage
 import torch
 
 from wsis_core import masks
 from wsis_core.affinity import make_semantic_labels
 from wsis_core.backbone import to_input
 from wsis_core.bags import build_bags, build_bags_from_boxes
-from wsis_core.ccgr import ccgr_refine
+from wsis_core.box_sources import box_annotation, coco_file, refine_boxes, segment_boxes, xyxy
 from wsis_core.checkpoint import load_checkpoint, save_checkpoint
 from wsis_core.classifier import build_classifier, train_classifier
 from wsis_core.data.convert import ground_truth_to_coco
@@ -29,38 +28,43 @@ from wsis_core.data.guard import weak_supervision
 from wsis_core.device import resolve_precision
 from wsis_core.errors import WsisInputError
 from wsis_core.evaluation import evaluate
-from wsis_core.exports import with_coco_metadata
+from wsis_core.instance_seg.engine import predict_instances, train_instance_segmentation
+from wsis_core.instance_seg.model import load_mask_rcnn, mask_rcnn_for
 from wsis_core.io import read_json, write_json
-from wsis_core.instance_seg import load_mask_rcnn, mask_rcnn_for, predict_instances, train_instance_segmentation
 from wsis_core.mil import WSDDNHead, distinct_boxes, select_boxes, train_mil
 from wsis_core.peaks import find_peaks
+from wsis_core.progress import Phase, Progress, phases
 from wsis_core.proposals import PrecomputedProposals, ProposalStore, SelectiveSearchOptions, compute_proposals
 from wsis_core.pseudo_labels import make_instance_labels, semantic_label_from_instances, to_coco_annotations
-from wsis_core.rounds import Phase, Progress, RoundContext, phases
+from wsis_core.round_context import RoundContext
+from wsis_core.run_layout import (
+    AFFINITY,
+    CCGR_BOXES,
+    CLASSIFIER,
+    CUE_INSTANCES,
+    EVALUATION,
+    METRICS,
+    MIL,
+    MIL_BOXES,
+    MODEL,
+    PEAKS,
+    PROPAGATED,
+    PROPOSALS,
+    PSEUDO_LABELS,
+    SCORE_MAPS,
+    SEGMENTATION,
+    SEMANTIC_LABELS,
+    TRAIN_PREDICTIONS,
+    VAL_PREDICTIONS,
+    ground_truth_name,
+    image_stem,
+)
 from wsis_core.segmentation import build_segmentation_model, predict_score_maps, train_segmentation
-
-CLASSIFIER, AFFINITY, SEGMENTATION, MIL = "models/classifier.pt", "models/affinity.pt", "models/segmentation.pt", "models/mil.pt"
-PEAKS, TRAIN_PREDICTIONS, CUE_INSTANCES = "peaks.json", "train_predictions.json", "cue_instances.json"
-MIL_BOXES, CCGR_BOXES, PSEUDO_LABELS = "mil_boxes.json", "ccgr_boxes.json", "pseudo_labels.json"
-MODEL, METRICS, VAL_PREDICTIONS, EVALUATION = "model.pt", "metrics.json", "val_predictions.json", "evaluation.json"
-SEMANTIC_LABELS, SCORE_MAPS, PROPAGATED = "semantic_labels", "score_maps", "propagated"
-
-
-def _stem(info) -> str:
-    return Path(info.file_name).stem
 
 
 def _guard(ctx: RoundContext):
     """Training-split ground truth is off limits except for the fully supervised baseline."""
     return weak_supervision() if ctx.config.supervision == "weak" else nullcontext()
-
-
-def _coco_file(ctx: RoundContext, annotations: list[dict]) -> dict:
-    """A COCO annotation file over the train split (ids per the dataset id contract), with the ``info`` and
-    ``licenses`` other tools' importers expect."""
-    images = [{"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height} for i in ctx.train_set.images]
-    categories = [{"id": k + 1, "name": name} for k, name in enumerate(ctx.config.classes)]
-    return with_coco_metadata({"images": images, "categories": categories, "annotations": annotations})
 
 
 def round_classifier(ctx: RoundContext):
@@ -112,9 +116,9 @@ def _first_round_cues(ctx: RoundContext, on_progress: Progress) -> dict[str, Pat
         semantic = make_semantic_labels(classifier, ds, profile, ctx.device, on_progress=labels_p)
     save_checkpoint(work.path(AFFINITY), semantic.affinity_net, profile.to_dict(), ctx.config.classes)
     for info, label in zip(ds.images, semantic.labels):
-        work.write_label(SEMANTIC_LABELS, _stem(info), label.labels)
+        work.write_label(SEMANTIC_LABELS, image_stem(info), label.labels)
         full = np.stack([label.score_map(c) for c in range(len(ctx.config.classes) + 1)])
-        work.write_scores(PROPAGATED, _stem(info), full)
+        work.write_scores(PROPAGATED, image_stem(info), full)
     return {"classifier": work.path(CLASSIFIER), "peaks": work.path(PEAKS), "semantic_labels": work.path(SEMANTIC_LABELS)}
 
 
@@ -138,7 +142,7 @@ def _later_round_cues(ctx: RoundContext, on_progress: Progress) -> dict[str, Pat
     work.write_json(CUE_INSTANCES, {str(i): kept for i, kept in confident.items()})
     for info in ds.images:
         instances = [(p["category_id"], masks.decode(p["segmentation"])) for p in confident[info.id]]
-        work.write_label(SEMANTIC_LABELS, _stem(info), semantic_label_from_instances(instances, info.height, info.width))
+        work.write_label(SEMANTIC_LABELS, image_stem(info), semantic_label_from_instances(instances, info.height, info.width))
     return {"train_predictions": work.path(TRAIN_PREDICTIONS), "cue_instances": work.path(CUE_INSTANCES),
             "semantic_labels": work.path(SEMANTIC_LABELS)}
 
@@ -161,7 +165,7 @@ def _with_previous_labels(ctx: RoundContext, by_image: dict[int, list[dict]], wh
 def stage_ss(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
     """SS branch (FCN + pyramid pooling) on the round's semantic labels; writes score maps S."""
     ds, profile, work = ctx.train_set, ctx.profile, ctx.work
-    labels = [work.read_label(SEMANTIC_LABELS, _stem(info)) for info in ds.images]
+    labels = [work.read_label(SEMANTIC_LABELS, image_stem(info)) for info in ds.images]
     model = build_segmentation_model(profile, len(ctx.config.classes), copy.deepcopy(round_classifier(ctx).backbone))
     if ctx.number > 1:  # warm start from the previous round's SS branch
         model.load_state_dict(load_checkpoint(ctx.previous().require(SEGMENTATION)).state_dict)
@@ -169,7 +173,7 @@ def stage_ss(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
     with _guard(ctx):
         model = train_segmentation(ds, labels, profile, ctx.device, model=model, on_progress=train_p)
         for info, scores in zip(ds.images, predict_score_maps(model, ds, profile, ctx.device, on_progress=predict_p)):
-            work.write_scores(SCORE_MAPS, _stem(info), scores)
+            work.write_scores(SCORE_MAPS, image_stem(info), scores)
     save_checkpoint(work.path(SEGMENTATION), model, profile.to_dict(), ctx.config.classes)
     return {"model": work.path(SEGMENTATION), "score_maps": work.path(SCORE_MAPS)}
 
@@ -178,7 +182,7 @@ def stage_ss(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
 def proposal_source(ctx: RoundContext):
     """The run's proposals: the selective-search cache of ``RUN/proposals`` or the user's precomputed folder."""
     if ctx.config.proposals == "selective-search":
-        return ProposalStore(ctx.run_dir / "proposals")
+        return ProposalStore(ctx.run_dir / PROPOSALS)
     return PrecomputedProposals.for_dataset(ctx.config.proposals, ctx.train_set)
 
 
@@ -187,9 +191,9 @@ def stage_proposals(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]
     folder (MCG files), which the mil stage reads in place."""
     if ctx.config.proposals == "selective-search":
         options = SelectiveSearchOptions(max_proposals=ctx.profile.proposal_max)
-        compute_proposals(ctx.train_set, ctx.run_dir / "proposals", workers=ctx.profile.proposal_workers,
+        compute_proposals(ctx.train_set, ctx.run_dir / PROPOSALS, workers=ctx.profile.proposal_workers,
                           options=options, on_progress=on_progress, progress_bar=False)
-        return {"proposals": ctx.run_dir / "proposals"}
+        return {"proposals": ctx.run_dir / PROPOSALS}
     return {}  # precomputed files belong to the user, not to the run
 
 
@@ -210,39 +214,28 @@ def round_bags(ctx: RoundContext, proposals, on_progress: Progress):
     ids = [info.id for info in ctx.train_set.images]
     if ctx.number == 1:  # a bag per PRM peak, ranked by Eq. 4 with the propagated map O
         peaks = ctx.work.read_json(PEAKS)
-        stems = {info.id: _stem(info) for info in ctx.train_set.images}
+        stems = {info.id: image_stem(info) for info in ctx.train_set.images}
         return build_bags(
             ids, lambda i: peaks[str(i)], lambda i: ctx.work.read_scores(PROPAGATED, stems[i]), proposals,
             top_k=ctx.profile.mil_top_k, lam=ctx.profile.mil_lambda, on_progress=on_progress,
         ).bags_by_image
     cues = ctx.work.read_json(CUE_INSTANCES)  # the confident IS predictions, or the fallback labels
     predicted = {
-        i: (torch.tensor([_xyxy(p["bbox"]) for p in cues[str(i)]], dtype=torch.float32).view(-1, 4),
+        i: (torch.tensor([xyxy(p["bbox"]) for p in cues[str(i)]], dtype=torch.float32).view(-1, 4),
             torch.tensor([p["category_id"] for p in cues[str(i)]], dtype=torch.long))
         for i in ids
     }
     return build_bags_from_boxes(predicted, proposals, top_k=ctx.profile.mil_top_k, on_progress=on_progress)
 
 
-def _xyxy(bbox) -> list[float]:
-    x, y, w, h = bbox
-    return [x, y, x + w, y + h]
-
-
-def _box_annotation(ann_id: int, image_id: int, category: int, box, score: float, peak) -> dict:
-    x1, y1, x2, y2 = (float(v) for v in box)
-    return {"id": ann_id, "image_id": image_id, "category_id": int(category), "bbox": [x1, y1, x2 - x1, y2 - y1],
-            "area": (x2 - x1) * (y2 - y1), "iscrowd": 0, "score": float(score), "peak": [float(p) for p in peak]}
-
-
 def stage_mil(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
     """Boxes of the round: WSDDN (Eq. 2) over the bags, or (``box_source="seg"``, Table 3's
     "Seg only") the boxes around connected components of the SS class masks."""
     if ctx.config.box_source == "seg":
-        annotations = _segment_boxes(ctx)
+        annotations = segment_boxes(ctx)
     else:
         annotations = _mil_boxes(ctx, on_progress)
-    ctx.work.write_json(MIL_BOXES, _coco_file(ctx, annotations))
+    ctx.work.write_json(MIL_BOXES, coco_file(ctx, annotations))
     return {"mil_boxes": ctx.work.path(MIL_BOXES)}
 
 
@@ -271,28 +264,7 @@ def _mil_boxes(ctx: RoundContext, on_progress: Progress) -> list[dict]:
         for index in distinct_boxes(boxes, profile.mil_nms_iou):
             box, source = boxes[index], bags[image_id][index].source
             peak = source if len(source) == 2 else ((source[0] + source[2]) / 2, (source[1] + source[3]) / 2)
-            annotations.append(_box_annotation(len(annotations) + 1, image_id, box.label, box.box, box.score, peak))
-    return annotations
-
-
-def _segment_boxes(ctx: RoundContext) -> list[dict]:
-    """One box per connected component of each image-level class's argmax mask of S."""
-    annotations = []
-    for info in ctx.train_set.images:
-        scores = ctx.work.read_scores(SCORE_MAPS, _stem(info))
-        argmax = scores.argmax(axis=0)
-        for category in info.labels:
-            components, _ = scipy.ndimage.label(argmax == category)
-            for index, found in enumerate(scipy.ndimage.find_objects(components), start=1):
-                ys, xs = found
-                area = int((components[found] == index).sum())
-                if area < ctx.profile.min_instance_pixels:
-                    continue
-                center = ((xs.start + xs.stop) / 2, (ys.start + ys.stop) / 2)
-                annotations.append(_box_annotation(
-                    len(annotations) + 1, info.id, category, (xs.start, ys.start, xs.stop, ys.stop),
-                    float(scores[category][components == index].mean()), center,
-                ))
+            annotations.append(box_annotation(len(annotations) + 1, image_id, box.label, box.box, box.score, peak))
     return annotations
 
 
@@ -302,56 +274,9 @@ def stage_ccgr(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
     ``ccgr=False`` (Table 3's ablation) keeps the boxes as they are."""
     boxes = ctx.work.read_json(MIL_BOXES)
     if ctx.config.ccgr:
-        boxes = {**boxes, "annotations": _refine(ctx, boxes["annotations"], on_progress)}
+        boxes = {**boxes, "annotations": refine_boxes(ctx, boxes["annotations"], on_progress)}
     ctx.work.write_json(CCGR_BOXES, boxes)
     return {"ccgr_boxes": ctx.work.path(CCGR_BOXES)}
-
-
-def _refine(ctx: RoundContext, annotations: list[dict], on_progress: Progress) -> list[dict]:
-    """Refine the boxes in chunks of images, all boxes of a chunk in one batched ``ccgr_refine``."""
-    by_image = defaultdict(list)
-    for ann in annotations:
-        by_image[ann["image_id"]].append(ann)
-    peaks = ctx.work.read_json(PEAKS)
-    by_size = defaultdict(list)  # one batched call needs maps of one size
-    for info in ctx.train_set.images:
-        if by_image[info.id]:
-            by_size[(info.height, info.width)].append(info)
-    chunks = [group[i : i + ctx.profile.ccgr_chunk_images]
-              for group in by_size.values() for i in range(0, len(group), ctx.profile.ccgr_chunk_images)]
-    refined = {}
-    for done, chunk in enumerate(chunks, start=1):
-        refined.update(_refine_chunk(ctx, chunk, by_image, peaks))
-        if on_progress:
-            on_progress(done, len(chunks))
-    return [{**ann, **refined[ann["id"]]} for ann in annotations]
-
-
-def _refine_chunk(ctx: RoundContext, infos, by_image, peaks) -> dict[int, dict]:
-    maps, map_of, boxes, box_map, ids, peak_xy, peak_map = [], {}, [], [], [], [], []
-    for info in infos:
-        scores = ctx.work.read_scores(SCORE_MAPS, _stem(info))
-        for ann in by_image[info.id]:
-            key = (info.id, ann["category_id"])
-            if key not in map_of:
-                map_of[key] = len(maps)
-                maps.append(torch.from_numpy(scores[ann["category_id"]]))
-                peak_xy += [(p["x"] + 0.5, p["y"] + 0.5) for p in peaks[str(info.id)] if p["class"] == key[1]]
-                peak_map += [map_of[key]] * (len(peak_xy) - len(peak_map))
-            boxes.append(_xyxy(ann["bbox"]))
-            box_map.append(map_of[key])
-            ids.append(ann["id"])
-    device, profile = ctx.device, ctx.profile
-    result = ccgr_refine(
-        torch.stack(maps).to(device), torch.tensor(boxes, dtype=torch.float32, device=device),
-        torch.tensor(box_map, device=device),
-        peaks=torch.tensor(peak_xy, dtype=torch.float32, device=device).view(-1, 2),
-        peak_map_idx=torch.tensor(peak_map, dtype=torch.long, device=device),
-        iters=profile.ccgr_iters, lr=profile.ccgr_lr, context_scale=profile.ccgr_context_scale, gap=profile.ccgr_gap,
-        moves=profile.ccgr_moves,
-    ).cpu()
-    return {ann_id: {"bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)}
-            for ann_id, (x1, y1, x2, y2) in zip(ids, result.tolist())}
 
 
 # ------------------------------------------------------------------------------- pseudo labels
@@ -378,7 +303,7 @@ def stage_pseudo_labels(ctx: RoundContext, on_progress: Progress) -> dict[str, P
     for info in ctx.train_set.images:
         renumbered = [{**ann, "id": len(annotations) + k} for k, ann in enumerate(labels[info.id], start=1)]
         annotations += renumbered
-    ctx.work.write_json(PSEUDO_LABELS, _coco_file(ctx, annotations))
+    ctx.work.write_json(PSEUDO_LABELS, coco_file(ctx, annotations))
     return {"pseudo_labels": ctx.work.path(PSEUDO_LABELS)}
 
 
@@ -387,8 +312,8 @@ def _crop(ctx: RoundContext, info, anns: list[dict], mode: str, threshold: float
     if not anns:
         return []
     instances = make_instance_labels(
-        torch.from_numpy(ctx.work.read_scores(SCORE_MAPS, _stem(info))),
-        torch.tensor([_xyxy(a["bbox"]) for a in anns], dtype=torch.float32),
+        torch.from_numpy(ctx.work.read_scores(SCORE_MAPS, image_stem(info))),
+        torch.tensor([xyxy(a["bbox"]) for a in anns], dtype=torch.float32),
         torch.tensor([a["category_id"] for a in anns]),
         torch.tensor([a["score"] for a in anns], dtype=torch.float32),
         mode=mode, threshold=threshold, min_pixels=ctx.profile.min_instance_pixels,
@@ -444,7 +369,7 @@ def stage_evaluate(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
                                     batch_size=ctx.profile.infer_batch_size, on_progress=on_progress)
     ctx.work.write_json(VAL_PREDICTIONS, predictions)
     artifacts = {"val_predictions": ctx.work.path(VAL_PREDICTIONS)}
-    gt_path = ctx.run_dir / f"{split}_gt.json"
+    gt_path = ctx.run_dir / ground_truth_name(split)
     if not gt_path.exists():
         write_json(gt_path, ground_truth_to_coco(open_ground_truth(ctx.config.data, split)))
     gt = read_json(gt_path)
@@ -465,3 +390,10 @@ def _record_evaluation(ctx: RoundContext, record: dict, message: str) -> dict[st
     ctx.note(message)
     ctx.work.write_json(EVALUATION, {**record, "message": message})
     return {"evaluation": ctx.work.path(EVALUATION)}
+
+
+# The stages of a round in their order: the one list that rounds, the command line and the workers use.
+STAGES = {
+    "cues": stage_cues, "ss": stage_ss, "proposals": stage_proposals, "mil": stage_mil, "ccgr": stage_ccgr,
+    "pseudo_labels": stage_pseudo_labels, "is_train": stage_is_train, "evaluate": stage_evaluate,
+}

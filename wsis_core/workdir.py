@@ -1,18 +1,20 @@
 """The work folder of one round: every stage reads and writes explicit, named artifacts here.
 
 ```
-WORK/config.json               dataset folder, split, class list, profile and seed of the round
 WORK/peaks.json                class peaks per image (PRM): {image_id: [{class, x, y, score}, ...]}
 WORK/semantic_labels/<n>.png   semantic pseudo labels (palette PNG, 255 = ignore)
 WORK/score_maps/<n>.npz        SS softmax score maps "scores" [C+1, H, W] float16
 WORK/propagated/<n>.npz        random-walk propagated maps "scores" [C+1, H, W] float16 (O of Eq. 4)
 WORK/models/<stage>.pt         checkpoints (state_dict + config + classes)
-WORK/proposals/<image_id>.npz  proposal cache
 WORK/mil_boxes.json            MIL-selected boxes (COCO annotations over the train split)
 WORK/ccgr_boxes.json           CCGR-refined boxes (COCO annotations)
 WORK/pseudo_labels.json        pseudo instance labels (COCO annotations with RLE masks)
+WORK/model.pt                  the trained IS branch; WORK/metrics.json its val metrics
+WORK/stages/<stage>.json       marker of a finished stage
 ```
-``<n>`` is the image file's stem. Writes are atomic (temp file + rename).
+``<n>`` is the image file's stem. Writes are atomic (temp file + rename). The run around the rounds
+(``RUN/config.json``, the proposal cache ``RUN/proposals/`` shared by every round) and every name above are
+in :mod:`wsis_core.run_layout`.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from services.api.models import SUCCEEDED, Artifact, Job, Round
 from services.api.paths import OutsideRootError, resolve_inside
 from services.api.settings import Settings
 from services.workers import store
+from wsis_core import run_layout
 from wsis_core.data.dataset import open_weak_dataset
 from wsis_core.data.types import ImageInfo
 from wsis_core.file_cache import LruCache
@@ -57,7 +58,7 @@ def locate_round(session: Session, settings: Settings, round_id: int) -> RoundPl
     dataset = round_.run.dataset
     return RoundPlace(round_.id, round_.run_id, round_.number, round_.status,
                       resolve_inside(settings.data_root, dataset.path), dataset.train_split, dataset.val_split,
-                      tuple(dataset.classes), store.run_dir(settings.artifact_root, round_.run_id) / f"round_{round_.number}")
+                      tuple(dataset.classes), run_layout.round_dir(store.run_dir(settings.artifact_root, round_.run_id), round_.number))
 
 
 def stage_file(session: Session, settings: Settings, round_id: int, artifact: tuple[str, str], what: str) -> StoredFile:

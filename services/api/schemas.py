@@ -79,7 +79,7 @@ ProfileName = Literal[tuple(PROFILES)]  # an enum in the OpenAPI schema
 
 
 class RunConfig(Body):
-    """How a run trains (the fields of ``wsis_core.rounds.RunConfig`` a user chooses).
+    """How a run trains (the fields of ``wsis_core.round_context.RunConfig`` a user chooses).
 
     ``supervision="full"`` is the fully supervised upper bound; ``ccgr`` and ``box_source`` are
     the ablation switches (CCGR refinement on/off, pseudo-label boxes from MIL or segmentation).

@@ -30,7 +30,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
 from services.api.db import session_scope
-from services.api.paths import OutsideRootError, resolve_inside
 from services.api.models import (
     ACTIVE_STATUSES,
     CANCELLED,
@@ -45,6 +44,7 @@ from services.api.models import (
     Run,
     utcnow,
 )
+from services.api.paths import OutsideRootError, resolve_inside
 from services.workers.store import ArtifactRecord
 
 PROGRESS_STEP = 0.01  # smallest progress change written to the database
@@ -68,7 +68,7 @@ class JobContext:
     round_id: int
     round_number: int
     run_id: int
-    config: dict  # the run's config plus the dataset's classes and splits: a wsis_core.rounds.RunConfig dict
+    config: dict  # the run's config plus the dataset's classes and splits: a wsis_core.round_context.RunConfig dict
     dataset_path: str
     val_split: str | None
     attempt: int  # the job's ``attempts`` after this claim: writes of an earlier attempt are fenced out

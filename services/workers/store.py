@@ -27,7 +27,7 @@ class ArtifactRecord:
 
 
 def run_dir(artifact_root: Path, run_id: int) -> Path:
-    """Folder of a run in the store; round k lives in ``round_<k>/`` below it."""
+    """Folder of a run in the store (its layout: ``wsis_core.run_layout``)."""
     return Path(artifact_root) / "runs" / str(run_id)
 
 

@@ -23,27 +23,20 @@ from services.api.paths import resolve_inside, weights_file
 from services.api.settings import get_settings
 from services.workers import backend, jobs, store
 from services.workers.celery_app import app
+from wsis_core.device import resolve_device
 from wsis_core.errors import WsisInputError
-
-STAGE_NAMES = ("cues", "proposals", "mil", "ss", "ccgr", "pseudo_labels", "is_train", "evaluate")
+from wsis_core.rounds import STAGES
 
 HEARTBEATS_PER_LEASE = 4
 
 log = logging.getLogger(__name__)
 
 
-def pick_device() -> str:
-    """``cuda`` when this worker has a GPU, else ``cpu``."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def run_job(job_id: int, task_id: str | None) -> str:
     """Run the stage of job ``job_id``; returns the job's final status, or SKIPPED / HELD / BLOCKED if it was not
     claimed."""
     settings = get_settings()
-    device = pick_device()
+    device = str(resolve_device("auto"))  # cuda when this worker has a GPU, else cpu
     with session_scope(settings.database_url) as session:
         ctx = jobs.start(session, job_id, task_id, f"running on {device}", settings.job_lease_s, settings.max_attempts,
                          device=device)
@@ -126,4 +119,4 @@ def _stage_task(stage: str):
     return stage_task
 
 
-STAGE_TASKS = {stage: _stage_task(stage) for stage in STAGE_NAMES}
+STAGE_TASKS = {stage: _stage_task(stage) for stage in STAGES}

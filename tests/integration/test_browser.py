@@ -209,5 +209,5 @@ def write_shaped_labels(run_dir: Path, dataset: Path) -> None:
     first = [{**ann, "score": round(0.95 - 0.9 * ann["id"] / count, 2)} for ann in truth["annotations"]]
     last = {ann["image_id"]: ann["id"] for ann in first}
     second = [ann for ann in first if not (ann["image_id"] % 2 == 0 and ann["id"] == last[ann["image_id"]])]
-    for number, annotations in ((1, first), (2, second)):
-        write_json(run_dir / f"round_{number}" / "pseudo_labels.json", {**truth, "annotations": annotations})
+    for number, round_annotations in ((1, first), (2, second)):
+        write_json(run_dir / f"round_{number}" / "pseudo_labels.json", {**truth, "annotations": round_annotations})

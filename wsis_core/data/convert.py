@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import csv
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from wsis_core import masks
 from wsis_core.data import tagged
 from wsis_core.data.dataset import GroundTruth, open_ground_truth, open_weak_dataset
 from wsis_core.io import write_json
+from wsis_core.progress import Progress
 
 
-def ground_truth_to_coco(gt: GroundTruth, on_progress: Callable[[int, int], None] | None = None) -> dict:
+def ground_truth_to_coco(gt: GroundTruth, on_progress: Progress = None) -> dict:
     """COCO dict: ``images`` (ids 1..N per the id contract, plus ``void_segmentation`` RLE where an
     image has void pixels), ``categories`` (id = class index), ``annotations`` (RLE with str counts,
     tight ``bbox`` [x, y, w, h], ``area``, ``iscrowd`` 0)."""

@@ -48,6 +48,7 @@ from PIL import Image
 from wsis_core.data.palette import save_label_png
 from wsis_core.data.types import VOID
 from wsis_core.errors import WsisInputError
+from wsis_core.progress import Progress
 
 SYNTH_CLASSES: tuple[str, ...] = ("cat", "bear", "fish", "house", "cart")
 
@@ -463,7 +464,7 @@ def generate_dataset(
     n_val: int,
     size: int,
     seed: int,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Progress = None,
     difficulty: str = "easy",
     workers: int = 1,
 ) -> None:

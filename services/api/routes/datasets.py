@@ -14,9 +14,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from services.api import uploads
-from services.api.deps import (
-    GUARDED, Mutating, PageDep, PathId, SessionDep, SettingsDep, error_responses, get_or_404,
-)
+from services.api.deps import GUARDED, Mutating, PageDep, PathId, SessionDep, SettingsDep, error_responses, get_or_404
 from services.api.models import Dataset
 from services.api.paths import OutsideRootError, UnresolvablePathError, relative_inside, resolve_inside
 from services.api.schemas import UPLOAD_NAME_PATTERN, DatasetCreate, DatasetOut

@@ -11,8 +11,17 @@ from starlette.concurrency import run_in_threadpool
 
 from services.api.deps import DEFAULT_PAGE, MAX_PAGE, PathId, error_responses, read_in_thread
 from services.api.round_files import (
-    PSEUDO_LABELS, TRAIN_PREDICTIONS, VAL_PREDICTIONS, RoundPlace, StoredFile, locate_round, next_round_id,
-    previous_labels, previous_round_id, split_images, stage_file,
+    PSEUDO_LABELS,
+    TRAIN_PREDICTIONS,
+    VAL_PREDICTIONS,
+    RoundPlace,
+    StoredFile,
+    locate_round,
+    next_round_id,
+    previous_labels,
+    previous_round_id,
+    split_images,
+    stage_file,
 )
 from services.api.schemas import GalleryOut, QualityOut
 from services.api.settings import Settings

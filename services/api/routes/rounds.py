@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from starlette.concurrency import run_in_threadpool
 
 from services.api.deps import GUARDED, Mutating, PathId, SessionDep, error_responses, get_or_404, read_in_thread
-from services.api.models import Artifact, Job, Round
 from services.api.downloads import file_download
+from services.api.models import Artifact, Job, Round
 from services.api.paths import OutsideRootError, resolve_inside
 from services.api.round_files import MODEL, RoundPlace, StoredFile, locate_round, split_images, stage_file
 from services.api.schemas import ArtifactOut, JobOut, RoundOut

@@ -11,11 +11,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from services.api.deps import (
-    GUARDED, Mutating, PageDep, PathId, SessionDep, SettingsDep, error_responses, get_or_404, read_in_thread,
+    GUARDED,
+    Mutating,
+    PageDep,
+    PathId,
+    SessionDep,
+    SettingsDep,
+    error_responses,
+    get_or_404,
+    read_in_thread,
 )
 from services.api.models import ACTIVE_STATUSES, FAILED, SUCCEEDED, Dataset, Metric, Round, Run
-from services.api.schemas import RoundMetrics, RoundOut, RunCreate, RunOut
 from services.api.paths import weights_file
+from services.api.schemas import RoundMetrics, RoundOut, RunCreate, RunOut
 from services.workers import dispatch, jobs
 from wsis_core.errors import WsisInputError
 
