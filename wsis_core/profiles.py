@@ -2,10 +2,11 @@
 plain dataclass.
 
 ``tiny`` runs end to end on a few hundred small images on a laptop CPU (ResNet-18, 128 px inputs, few
-epochs; where it departs from the paper's recipe, the field's comment says why). ``paper`` follows the paper's "Implementation details" (ResNet-50, Adam, lr 1e-4, weight
-decay 1e-4, SS batch size 1) and PSA (Ahn & Kwak 2018) for the CAM/AffinityNet settings (448 px
-inputs, output stride 8, radius 5, beta 8, t = 2^8, background power 16); it needs a GPU. Any field can
-be overridden with :func:`get_profile` (the CLI exposes them all).
+epochs; where it departs from the paper's recipe, the field's comment says why). ``paper`` follows the
+paper's "Implementation details" (ResNet-50, Adam, lr 1e-4, weight decay 1e-4, SS batch size 1) and PSA
+(Ahn & Kwak 2018) for the CAM/AffinityNet settings (448 px inputs, output stride 8, radius 5, beta 8,
+t = 2^8, background power 16); it needs a GPU. Any field can be overridden with :func:`get_profile` (the CLI
+exposes them all).
 """
 
 from __future__ import annotations
