@@ -2,11 +2,12 @@
 change of a profile default cites.
 
 For every dataset (``--data``, repeatable), seed (``--seeds``) and variant (``--variant NAME:FIELD=VALUE,...``;
-``NAME:`` alone is the profile as it is; ``NAME@BASE:FIELD=VALUE,...`` starts from a copy of variant BASE's round
-1 with its stages before ``--fork-stage`` kept, for fields that only act from that stage on) this runs round 1 of ``wsis train`` through ``--through`` (default
-``pseudo_labels``: no IS branch, so a variant costs minutes) in ``WORK/<dataset>/<variant>_s<seed>``, then the per-stage
-microscope of it (``stage_report.round_rows``; the train split's ground truth is read by this report only). The
-selective-search proposals of a dataset are computed once and shared by its runs (they depend on the images and
+``NAME:`` alone is the profile as it is; ``NAME@BASE:FIELD=VALUE,...`` starts from a copy of variant BASE's
+round 1 with its stages before ``--fork-stage`` kept, for fields that only act from that stage on) this runs
+round 1 of ``wsis train`` through ``--through`` (default ``pseudo_labels``: no IS branch, so a variant costs
+minutes) in ``WORK/<dataset>/<variant>_s<seed>``, then the per-stage microscope of it
+(``stage_report.round_rows``; the train split's ground truth is read by this report only). The selective-search
+proposals of a dataset are computed once and shared by its runs (they depend on the images and
 ``proposal_max`` alone; a variant that sets ``proposal_*`` computes its own).
 
 The report (``--out``) has one summary table, key rows x (dataset, variant), with the mean and the half range
