@@ -13,11 +13,13 @@ from wsis_core.affinity import (
     dense_affinity,
     make_semantic_labels,
     pair_distances,
+    propagate_labels,
     radius_pairs,
     random_walk,
     seed_labels,
 )
-from wsis_core.classifier import build_classifier
+from wsis_core.backbone import present_classes, to_input
+from wsis_core.classifier import build_classifier, compute_cams
 from wsis_core.data.dataset import open_weak_dataset
 from wsis_core.data.types import VOID
 from wsis_core.profiles import get_profile
@@ -123,3 +125,27 @@ def test_make_semantic_labels_end_to_end(synth_dataset):
         confident = label.labels != VOID
         assert (label.scores.max(0)[confident] >= 0.5).all()
 
+
+
+def test_no_walk_labels_are_the_cams_own_and_skip_the_affinity_features(synth_dataset):
+    dataset = open_weak_dataset(synth_dataset, "train")
+    profile = get_profile("tiny", input_size=32, infer_batch_size=4, rw_t=0, rw_bg_power=1.0, label_min_score=0.5)
+    torch.manual_seed(0)
+    classifier = build_classifier(profile, len(dataset.classes)).eval()
+    affinity_net = AffinityNet(classifier.backbone).eval()
+    forwards = []
+    affinity_net.fuse.register_forward_hook(lambda module, args, out: forwards.append(args[0].shape[0]))
+    labels = propagate_labels(classifier, affinity_net, dataset, profile, torch.device("cpu"))
+    assert forwards == [1]  # only feature_size's probe, no image batch
+    positions = list(range(len(dataset)))
+    images = torch.stack([to_input(dataset.load_image(i), profile.input_size) for i in positions])
+    with torch.no_grad():
+        size = affinity_net.feature_size(profile.input_size, torch.device("cpu"))
+        cams = compute_cams(classifier, images, present_classes(dataset, positions), size)
+    start = torch.cat([1 - cams.amax(dim=1, keepdim=True), cams], dim=1)
+    for position, label in zip(positions, labels):
+        classes = (0, *sorted(dataset.images[position].labels))
+        scores = torch.nn.functional.interpolate(start[position][list(classes)][None], size=label.labels.shape,
+                                                 mode="bilinear", align_corners=False)[0]
+        scores = scores / scores.sum(0, keepdim=True).clamp_min(1e-12)
+        np.testing.assert_allclose(label.scores, scores.numpy(), atol=1e-5)

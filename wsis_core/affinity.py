@@ -239,23 +239,28 @@ def propagate_labels(
     indices: Sequence[int] | None = None,
     on_progress: Progress = None,
 ) -> list[PseudoLabel]:
-    """PSA pseudo labels and score maps O of the images (all, or those at ``indices``) by random walk."""
+    """PSA pseudo labels and score maps O of the images (all, or those at ``indices``) by random walk.
+
+    With ``rw_t`` 0 the walk is the identity (T^0 = I): the affinities are not computed and O is the CAMs
+    with their background score."""
     classifier = classifier.to(device).eval()
     affinity_net = affinity_net.to(device).eval()
+    walk = profile.rw_t > 0
+    map_size = None if walk else affinity_net.feature_size(profile.input_size, device)
     indices = range(len(dataset)) if indices is None else indices
     results: list[PseudoLabel] = []
     for positions, images, sizes in iterate_images(
         dataset, indices, profile.input_size, profile.infer_batch_size, device, on_progress
     ):
-        features = affinity_net(images)
-        height, width = features.shape[-2:]
+        features = affinity_net(images) if walk else None
+        height, width = features.shape[-2:] if walk else map_size
         cams = compute_cams(classifier, images, present_classes(dataset, positions), (height, width))
         background = (1 - cams.amax(dim=1, keepdim=True)).pow(profile.rw_bg_power)
-        pairs = radius_pairs(height, width, profile.aff_radius, device)
-        affinity = dense_affinity(pair_distances(features, pairs), pairs, height * width)
-        walked = random_walk(
-            torch.cat([background, cams], dim=1).flatten(2), affinity, profile.rw_beta, profile.rw_t
-        ).view(len(positions), -1, height, width)
+        walked = torch.cat([background, cams], dim=1)
+        if walk:
+            pairs = radius_pairs(height, width, profile.aff_radius, device)
+            affinity = dense_affinity(pair_distances(features, pairs), pairs, height * width)
+            walked = random_walk(walked.flatten(2), affinity, profile.rw_beta, profile.rw_t).view_as(walked)
         for position, maps, size in zip(positions, walked, sizes):
             classes = (0, *sorted(dataset.images[position].labels))
             results.append(_label_image(maps[list(classes)], classes, size, profile.label_min_score))
