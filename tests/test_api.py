@@ -12,15 +12,8 @@ from integration import fake_rounds, harness
 from services.api.db import sessionmaker_for
 from services.api.models import Artifact
 from services.workers import dispatch
-from services.workers.celery_app import app as celery_app
 
-
-@pytest.fixture(autouse=True)
-def eager():
-    """Chains run inside the launching request."""
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
+pytestmark = pytest.mark.usefixtures("eager_tasks")
 
 
 @pytest.fixture

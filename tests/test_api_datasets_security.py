@@ -8,18 +8,12 @@ import os
 import pytest
 
 from integration import harness
-from services.workers.celery_app import app as celery_app
 from test_confinement import png_header_claiming
 from wsis_core.io import write_json
 
+pytestmark = pytest.mark.usefixtures("eager_tasks")
+
 SECRET = "root:x:0:0:root:/root:/bin/bash"
-
-
-@pytest.fixture(autouse=True)
-def eager():
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
 
 
 @pytest.fixture

@@ -14,14 +14,6 @@ from services.api.db import session_scope
 from services.api.models import Artifact, Job, Metric, utcnow
 from services.api.paths import OutsideRootError
 from services.workers import dispatch, jobs, recovery, store, tasks
-from services.workers.celery_app import app as celery_app
-
-
-@pytest.fixture
-def eager():
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
 
 
 @pytest.fixture
@@ -70,7 +62,7 @@ def test_stage_plan_routes_gpu_stages_and_rejects_unknown_stages(settings, monke
         dispatch.stage_plan("weak")
 
 
-def test_a_redelivered_task_neither_redoes_nor_duplicates_its_stage(client, settings, eager):
+def test_a_redelivered_task_neither_redoes_nor_duplicates_its_stage(client, settings, eager_tasks):
     round_ = harness.start_round(client)
     assert round_["status"] == "succeeded"
     computed, artifacts, metrics = list(fake_rounds.COMPUTED), count(settings, Artifact), count(settings, Metric)
@@ -84,7 +76,7 @@ def test_a_redelivered_task_neither_redoes_nor_duplicates_its_stage(client, sett
     assert (job["status"], job["attempts"], job["celery_task_id"]) == ("succeeded", 2, "redelivered-after-crash")
 
 
-def test_a_lost_job_is_queued_again_once_and_its_old_attempt_is_fenced_out(client, settings, eager, monkeypatch):
+def test_a_lost_job_is_queued_again_once_and_its_old_attempt_is_fenced_out(client, settings, eager_tasks, monkeypatch):
     sent, send = [], dispatch.enqueue
     monkeypatch.setattr(dispatch, "enqueue", sent.append)
     round_ = harness.start_round(client)
@@ -111,7 +103,7 @@ def test_a_lost_job_is_queued_again_once_and_its_old_attempt_is_fenced_out(clien
     assert [stage for stage, _ in fake_rounds.COMPUTED] == list(fake_rounds.STAGES)
 
 
-def test_cancelling_a_running_stage_stops_it_at_its_next_progress_report(client, settings, eager, monkeypatch):
+def test_cancelling_a_running_stage_stops_it_at_its_next_progress_report(client, settings, eager_tasks, monkeypatch):
     real_run_stage = fake_rounds.run_stage
 
     def cancelled_while_running(stage, **kwargs):
