@@ -41,7 +41,8 @@ from wsis_core.errors import WsisInputError
 
 MAX_PATH_CHARS = 1000
 MAX_PSP_BINS = 16  # pyramid levels of the SS branch (PSPNet: 4)
-DECISIONS = "docs/decisions.md"  # why a default is what it is, with the measurements
+# The override naming a local backbone weights file (the API and the workers confine it to WSIS_WEIGHTS_ROOT).
+WEIGHTS_FIELD = "backbone.weights"
 
 
 # Bounded field types. Upper bounds are far above any useful setting, low enough that no configuration keeps a
@@ -89,6 +90,10 @@ class BackboneConfig(Section):
     # 8: stride 16 (8x8 maps at 128 px) left PSA below raw CAMs, see decisions.md#output-stride
     output_stride: OutputStride = _meaning("backbone output stride of the cue networks: 8, 16 or 32", 8)
     freeze_bn: bool = _meaning("keep batch-norm statistics fixed (needed for batch size 1)", False)
+
+    def without_weights(self) -> BackboneConfig:
+        """The same architecture without its local weights file (a checkpoint's weights replace them)."""
+        return self.model_copy(update={"weights": None, "weights_sha256": None})
 
 
 class ScheduleConfig(Section):
@@ -309,6 +314,8 @@ def _from_text(path: str, annotation: Any, text: str) -> Any:
         if text.lower() in ("", "none"):
             return None
         annotation = next(arg for arg in args if arg is not type(None))
+    if typing.get_origin(annotation) is Annotated:  # the bounds are checked with the whole profile
+        annotation = typing.get_args(annotation)[0]
     if typing.get_origin(annotation) is Literal:
         return next((choice for choice in typing.get_args(annotation) if str(choice) == text), text)
     if annotation is str:
@@ -318,7 +325,7 @@ def _from_text(path: str, annotation: Any, text: str) -> Any:
     try:
         return TypeAdapter(annotation).validate_python(text, strict=False)
     except ValidationError as exc:
-        raise WsisInputError(f"profile field {path}: cannot read {text!r} as {_type_name(annotation)}: "
+        raise WsisInputError(f"profile field {path}: cannot read {_short(text)} as {_type_name(annotation)}: "
                              f"{exc.errors()[0]['msg']}") from None
 
 
@@ -326,9 +333,13 @@ def _one_line(exc: ValidationError) -> WsisInputError:
     error = exc.errors()[0]
     path = ".".join(str(part) for part in error["loc"] if isinstance(part, str))
     message = error["msg"].removeprefix("Value error, ")
-    got = repr(error["input"]) if not isinstance(error["input"], dict) else ""
-    got = f" (got {got[:60]}{'...' if len(got) > 60 else ''})" if got else ""
+    got = f" (got {_short(error['input'])})" if not isinstance(error["input"], dict) else ""
     return WsisInputError(f"profile field {path}: {message}{got}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return f"{text[:60]}..." if len(text) > 60 else text
 
 
 def _type_name(annotation: Any) -> str:
