@@ -87,7 +87,7 @@ class BackboneConfig(Section):
         "local torchvision ResNet state_dict file (none: random initialisation)", None)
     weights_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = _meaning(
         "sha256 the weights file must have, 64 lowercase hex digits (none: not checked)", None)
-    # 8: stride 16 (8x8 maps at 128 px) left PSA below raw CAMs, see decisions.md#output-stride
+    # 8: at 128 px stride 16 left PSA's labels below the raw CAMs, docs/decisions.md#output-stride
     output_stride: OutputStride = _meaning("backbone output stride of the cue networks: 8, 16 or 32", 8)
     freeze_bn: bool = _meaning("keep batch-norm statistics fixed (needed for batch size 1)", False)
 
@@ -108,11 +108,11 @@ class ScheduleConfig(Section):
 class ClassifierConfig(ScheduleConfig):
     """Multi-label classifier (image-level labels, BCE): CAMs and PRM peaks."""
 
-    # 20: 6 epochs left a classifier unfit where a small part tells the class, decisions.md#classifier-epochs
+    # 20: fewer left it unfit where a small part tells the class, docs/decisions.md#classifier-epochs
     epochs: Epochs = _meaning("classifier training epochs", 20)
-    # 3e-4: 1e-3 did not fit the synthetic set from random initialisation, decisions.md#classifier-lr
+    # 3e-4: 1e-3 did not fit from random initialisation, docs/decisions.md#classifier-lr
     lr: LearningRate = _meaning("classifier learning rate", 3e-4)
-    # auto: bf16 cut the cue networks' training by 45 % / 36 % at the same labels, decisions.md#cue-precision
+    # auto: bf16 trains the cue networks faster at the same labels, docs/decisions.md#cue-precision
     precision: Precision = _meaning("classifier training precision: auto, fp32 or bf16", "auto")
     pooling: Pooling = _meaning("classifier pooling: gap (CAM/PSA) or lse (log-sum-exp)", "gap")
     lse_r: _positive(1000.0) = _meaning("sharpness r of log-sum-exp pooling (0: average, inf: max)", 5.0)
@@ -143,7 +143,7 @@ class ClassifierConfig(ScheduleConfig):
 class AffinityConfig(ScheduleConfig):
     """PSA seeds from the CAMs, AffinityNet (stride-8 features) and the random walk."""
 
-    # 0 with rw_t 0: tiny's SS labels come from the CAMs, AffinityNet is not trained, decisions.md#no-random-walk
+    # 0 with rw_t 0: the SS labels come from the CAMs, no AffinityNet, docs/decisions.md#no-random-walk
     epochs: Epochs = _meaning("AffinityNet training epochs", 0)
     lr: LearningRate = _meaning("AffinityNet learning rate", 3e-4)
     precision: Precision = _meaning("AffinityNet training precision: auto, fp32 or bf16", "auto")
@@ -152,7 +152,7 @@ class AffinityConfig(ScheduleConfig):
     cam_bg_threshold: Fraction = _meaning("normalised CAM below which PSA seeds background", 0.08)
     radius: _count(1, 64) = _meaning("pixel pairs closer than this (stride-8 cells) get an affinity", 5)
     rw_beta: _positive(1000.0) = _meaning("power the affinities are raised to before the random walk", 8.0)
-    # 0 and 1: every walk lowered the labels against the CAMs themselves, decisions.md#no-random-walk
+    # 0 and 1: every walk lowered the labels against the CAMs themselves, docs/decisions.md#no-random-walk
     rw_t: _count(0, 4096) = _meaning(
         "random-walk steps (power of the transition matrix; 0: labels from the CAMs, no walk)", 0)
     rw_bg_power: _positive(1000.0) = _meaning(
@@ -203,7 +203,7 @@ class CcgrConfig(Section):
     context_scale: Annotated[float, Field(gt=1, le=10.0)] = _meaning(
         "context box size relative to the box in CCGR (greater than 1)", 1.5)
     gap: GapMode = _meaning("CCGR gap term: ring or paper", "ring")
-    # outward: free boxes shrink onto the part S is strongest on, decisions.md#ccgr-outward
+    # outward: free boxes shrink onto the part S is strongest on, docs/decisions.md#ccgr-outward
     moves: MoveMode = _meaning("CCGR box sides: free (paper) or outward (a box only grows from its MIL box)",
                                "outward")
     chunk_images: _count(1, 4096) = _meaning("images whose boxes are refined in one batched CCGR call", 64)
@@ -222,7 +222,7 @@ class InstanceConfig(Section):
 
     epochs: Epochs = _meaning("IS branch (Mask R-CNN) training epochs", 6)
     batch_size: _count(1, 256) = _meaning("IS branch batch size", 4)
-    # 0.005: 0.01 at batch 2-3 was stable in short CPU runs, 0.02 diverged, decisions.md#is-lr
+    # 0.005: a margin below the rate that diverged on CPU, docs/decisions.md#is-lr
     lr: LearningRate = _meaning("IS branch learning rate", 0.005)
     weight_decay: WeightDecay = _meaning("IS branch weight decay", 1e-4)
     min_size: _count(1, 4096) = _meaning("IS branch input: shorter side in pixels", 160)
@@ -231,10 +231,10 @@ class InstanceConfig(Section):
     rois: _count(1, 100_000) = _meaning("RoIs sampled per image for the box and mask losses", 64)
     # 64: the mask head's width dominates a CPU iteration (torchvision: 256)
     mask_channels: _count(1, 4096) = _meaning("width of the mask head", 64)
-    # 256: 128 halves a CPU IS stage but weak round 1 lost 3.8-4.5 mAP points, decisions.md#is-fpn-width
+    # 256: 128 is faster but loses mAP in weak rounds, docs/decisions.md#is-fpn-width
     fpn_channels: _count(1, 4096) = _meaning("FPN width (RPN, box and mask heads; torchvision: 256)", 256)
     box_head_size: _count(1, 16_384) = _meaning("width of the box head's fully connected layers", 1024)
-    # auto: bf16 cut is_train by 24 % at the same mAP on 2 CPU cores, decisions.md#is-precision
+    # auto: bf16 trains faster at the same mAP, docs/decisions.md#is-precision
     precision: Precision = _meaning("IS training precision: auto, fp32 or bf16", "auto")
     score_threshold: Fraction = _meaning("IS predictions below this score are dropped", 0.05)
     label_score: Fraction = _meaning("IS predictions at least this confident become the next round's cues", 0.5)
@@ -247,7 +247,7 @@ class Profile(Section):
     seed: Annotated[int, Field(le=2**31 - 1)] = _meaning("random seed of every stage (set it with --seed / config.seed)", 0)
     input_size: _count(32, 2048) = _meaning("side in pixels the images are resized to for the networks", 128)
     infer_batch_size: _count(1, 1024) = _meaning("images per inference batch", 16)
-    # 200: tiny's epochs were set on 200 images; the cap keeps its time per round flat, decisions.md#epoch-images
+    # 200: tiny's epochs were set on 200 images; keeps its time per round flat, docs/decisions.md#epoch-images
     epoch_images: _count(1, 10**7) | None = _meaning(
         "images one epoch of every training loop draws (none: the whole train split)", 200)
     backbone: BackboneConfig = BackboneConfig()
