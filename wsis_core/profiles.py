@@ -147,7 +147,7 @@ class AffinityConfig(ScheduleConfig):
     epochs: Epochs = _meaning("AffinityNet training epochs", 0)
     lr: LearningRate = _meaning("AffinityNet learning rate", 3e-4)
     precision: Precision = _meaning("AffinityNet training precision: auto, fp32 or bf16", "auto")
-    # PSA's background (1 - max CAM)^alpha, alpha 4 / 32, is fg / bg exactly where max CAM > 0.28 / < 0.08
+    # PSA's alpha 4 / 32 seeds fg / bg exactly where max CAM > 0.28 / < 0.08, docs/decisions.md#psa-seed-thresholds
     cam_fg_threshold: Fraction = _meaning("normalised CAM above which PSA seeds foreground", 0.28)
     cam_bg_threshold: Fraction = _meaning("normalised CAM below which PSA seeds background", 0.08)
     radius: _count(1, 64) = _meaning("pixel pairs closer than this (stride-8 cells) get an affinity", 5)
