@@ -22,7 +22,7 @@ pseudo masks (``pseudo_labels.json``) with CCGR and with ``--no-ccgr`` (the MIL 
 ccgr and pseudo_labels stages run again with ``ccgr=False`` in ``WORK/no_ccgr/``, which links the
 score maps, peaks and MIL boxes of WORK); and the Fig. 5-style curve, mAP^b_0.5 of the refined boxes
 against the CCGR iteration count. Each point of the curve is a separate ``ccgr_refine`` run of k
-iterations (the ccgr stage's own :func:`wsis_core.box_sources.refine_boxes` with ``ccgr_iters=k``) on the same
+iterations (the ccgr stage's own :func:`wsis_core.box_sources.refine_boxes` with ``ccgr.iters=k``) on the same
 MIL boxes, score maps and peaks: a run of k iterations anneals its step size to ~0 at k, so the curve
 shows the result for an iteration budget, not the trajectory of one 200-iteration run.
 
@@ -41,7 +41,7 @@ resolution, i.e. perfect regions at the SS resolution), each with the mIoU of it
 
 ``--work DIR`` keeps the run folder; a second call with the same configuration only evaluates (a
 folder written by ``wsis cues/mil/ccgr`` with the same settings is accepted too). ``--redo STAGE``
-recomputes that stage and every later one (e.g. ``--redo mil --set mil_lambda=1``); the configuration
+recomputes that stage and every later one (e.g. ``--redo mil --set mil.lam=1``); the configuration
 of the folder is then replaced by this call's, and the report names the stages that were reused.
 """
 
@@ -88,7 +88,7 @@ LINKED = (run_layout.SCORE_MAPS, run_layout.PEAKS, run_layout.MIL_BOXES)  # what
 
 # ------------------------------------------------------------------------------------------ the run
 def same_run(a: RunConfig, b: RunConfig) -> bool:
-    """Same run up to how the overrides are spelled (``wsis ccgr`` stores its defaults as overrides)."""
+    """Same run up to how the overrides are spelled (e.g. an override equal to the profile's own value)."""
     strip = dict(overrides={})
     return dataclasses.replace(a, **strip) == dataclasses.replace(b, **strip) and a.build_profile() == b.build_profile()
 
@@ -159,7 +159,7 @@ def top1_eq4_boxes(ctx: RoundContext) -> tuple[list[dict], list[dict], dict]:
         for bag in image_bags:
             best = int(bag.proposal_indices[0])
             rank = rank_scores(boxes[best : best + 1], objectness[best : best + 1], foreground[bag.label][None],
-                               lam=ctx.profile.mil_lambda)
+                               lam=ctx.profile.mil.lam)
             args = (image_id, bag.label, boxes[best])
             by_rank.append(box_sources.box_annotation(len(by_rank) + 1, *args, float(rank), bag.source))
             score = peak_score.get((bag.label, *bag.source), 0.0)
@@ -173,7 +173,7 @@ def curve(config: RunConfig, work: Path, device, mil: list[dict], gt: dict, iter
     on the score maps and peaks of ``round_dir`` (default: WORK)."""
     points = {}
     for k in iters:
-        overrides = {**config.overrides, "ccgr_iters": k}
+        overrides = {**config.overrides, "ccgr.iters": k}
         ctx = RoundContext(work, 1, dataclasses.replace(config, overrides=overrides), device, round_dir=round_dir or work)
         started = time.perf_counter()
         refined = box_sources.refine_boxes(ctx, mil, None)
@@ -229,7 +229,7 @@ def diagnostic_score_maps(config: RunConfig, work: Path, device, labels: dict[in
         folder.mkdir(exist_ok=True)
         (folder / run_layout.PEAKS).symlink_to(Path("..") / run_layout.PEAKS)
     profile, make = config.build_profile(), SCORE_MAP_VARIANTS[variant][1]
-    cells = profile.input_size // profile.output_stride
+    cells = profile.input_size // profile.backbone.output_stride
     for info in ctx.train_set.images:
         stem = Path(info.file_name).stem
         scores = make(source.read_scores(run_layout.SCORE_MAPS, stem), labels[info.id], len(config.classes), cells)
@@ -503,16 +503,16 @@ def main() -> None:
     diagnostics = peak_and_bag_diagnostics(ctx, gt, bags)
 
     profile = config.build_profile()
-    iters = sorted({int(k) for k in args.curve_iters.split(",") if k} | {profile.ccgr_iters})
+    iters = sorted({int(k) for k in args.curve_iters.split(",") if k} | {profile.ccgr.iters})
     points = curve(config, work, device, mil, gt, iters)
     labels = class_label_maps(ctx, gt)
     folders = {name: diagnostic_score_maps(config, work, device, labels, name) for name in SCORE_MAP_VARIANTS}
     oracle = curve(config, work, device, mil, gt, iters, folders["oracle_s"], "oracle S")
-    boxes["ccgr_oracle_s"] = oracle[profile.ccgr_iters]
+    boxes["ccgr_oracle_s"] = oracle[profile.ccgr.iters]
     score_maps = {"ss": {"miou": score_map_miou(ctx, labels, ctx.work), "ccgr": boxes["ccgr"]}}
     for name, folder in folders.items():
-        ccgr_boxes = oracle if name == "oracle_s" else curve(config, work, device, mil, gt, [profile.ccgr_iters], folder, name)
-        score_maps[name] = {"miou": score_map_miou(ctx, labels, WorkDir(folder)), "ccgr": ccgr_boxes[profile.ccgr_iters]}
+        ccgr_boxes = oracle if name == "oracle_s" else curve(config, work, device, mil, gt, [profile.ccgr.iters], folder, name)
+        score_maps[name] = {"miou": score_map_miou(ctx, labels, WorkDir(folder)), "ccgr": ccgr_boxes[profile.ccgr.iters]}
 
     seconds = {s: read_json(work / marker_name(s))["seconds"] for s in ROUND1}
     n_proposals = sum(len(ProposalStore(work / "proposals").proposals_for(i.id)[0]) for i in ctx.train_set.images) \
@@ -524,11 +524,11 @@ def main() -> None:
         "data": str(root), "dataset_note": note, "train_images": len(ctx.train_set), "profile": config.profile,
         "overrides": config.overrides, "seed": config.seed, "work": str(work), "reused": reused,
         "boxes": boxes, "diagnostics": diagnostics, "movement": ccgr_movement(mil, ccgr),
-        "curve": points, "curve_oracle_s": oracle, "score_maps": score_maps, "ccgr_iters": profile.ccgr_iters,
+        "curve": points, "curve_oracle_s": oracle, "score_maps": score_maps, "ccgr_iters": profile.ccgr.iters,
         "curve_png": os.path.relpath(curve_png.resolve(), Path(args.out).resolve().parent),
         "stage_seconds": seconds,
         "no_ccgr_seconds": {s: read_json(no_ccgr.work.path(marker_name(s)))["seconds"] for s in ("ccgr", "pseudo_labels")},
-        "proposal_workers": profile.proposal_workers,
+        "proposal_workers": profile.mil.proposal_workers,
         "proposals_per_s": n_proposals / max(seconds["proposals"], 1e-9),
         "images_per_s": len(ctx.train_set) / max(seconds["proposals"], 1e-9),
     }

@@ -1,14 +1,14 @@
 """Round-1 label quality of profile variants over several datasets and seeds (issue 16): the evidence that a
 change of a profile default cites.
 
-For every dataset (``--data``, repeatable), seed (``--seeds``) and variant (``--variant NAME:FIELD=VALUE,...``;
-``NAME:`` alone is the profile as it is; ``NAME@BASE:FIELD=VALUE,...`` starts from a copy of variant BASE's
+For every dataset (``--data``, repeatable), seed (``--seeds``) and variant (``--variant NAME:FIELD=VALUE,...``,
+FIELD a dotted profile field such as ``cls.epochs``; ``NAME:`` alone is the profile as it is; ``NAME@BASE:FIELD=VALUE,...`` starts from a copy of variant BASE's
 round 1 with its stages before ``--fork-stage`` kept, for fields that only act from that stage on) this runs
 round 1 of ``wsis train`` through ``--through`` (default ``pseudo_labels``: no IS branch, so a variant costs
 minutes) in ``WORK/<dataset>/<variant>_s<seed>``, then the per-stage microscope of it
 (``stage_report.round_rows``; the train split's ground truth is read by this report only). The selective-search
 proposals of a dataset are computed once and shared by its runs (they depend on the images and
-``proposal_max`` alone; a variant that sets ``proposal_*`` computes its own).
+``mil.proposal_max`` alone; a variant that sets ``mil.proposal_*`` computes its own).
 
 The report (``--out``) has one summary table, key rows x (dataset, variant), with the mean and the half range
 over seeds, then every run's full microscope. Runs resume: a second call with the same ``--work`` only runs
@@ -16,7 +16,7 @@ what is missing, and the summary covers every run found under ``WORK`` (so sever
 dataset in parallel, make one report).
 
     python bench/cue_ablation.py --data /tmp/parts_s0 --data /tmp/parts_s1 --seeds 0,1 --work /tmp/abl \\
-        --variant base: --variant clean:cls_epochs=20,peak_min_score=0 --out bench/results/cue_ablation.md
+        --variant base: --variant clean:cls.epochs=20,cls.peak_min_score=0 --out bench/results/cue_ablation.md
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from stage_report import TrainTruth, round_rows
 from wsis_core import stages
 from wsis_core.data.dataset import open_weak_dataset
 from wsis_core.device import resolve_device
+from wsis_core.errors import WsisInputError
+from wsis_core.profiles import get_profile
 from wsis_core.round_context import RoundContext, RunConfig, write_config
 from wsis_core.rounds import STAGES, run_stage_in
 from wsis_core.run_layout import marker_name
@@ -145,6 +147,11 @@ def main() -> None:
     parser.add_argument("--out", help="write the report here")
     args = parser.parse_args()
     variants = [parse_variant(parser, text) for text in args.variant]
+    for name, _, overrides in variants:  # a wrong field fails now, not after the other variants trained
+        try:
+            get_profile(args.profile, overrides)
+        except WsisInputError as exc:
+            parser.error(f"--variant {name}: {exc}")
     seeds = [int(s) for s in args.seeds.split(",")]
     device, work = resolve_device(args.device), Path(args.work)
     for data in map(Path, args.data):
@@ -161,7 +168,7 @@ def main() -> None:
                                    seed=seed)
                 print(f"== {run}", flush=True)
                 run_round_one(run, config, args.through, device,
-                              None if any(k.startswith("proposal") for k in overrides) else shared)
+                              None if any(k.startswith("mil.proposal") for k in overrides) else shared)
                 shared = shared or run / "proposals"
                 result = run / "microscope.json"
                 if not result.exists():

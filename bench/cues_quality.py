@@ -17,7 +17,7 @@ and image-level labels only; ground truth is read for evaluation alone, via ``op
 It prints a markdown table and writes it to ``bench/results/cues_quality.md`` (``--out``).
 
     PYTHONPATH=. python bench/cues_quality.py --generate /tmp/synth --train 600 --val 200 --size 160 --seed 0
-    PYTHONPATH=. python bench/cues_quality.py --data /tmp/synth --variant before:input_size=128,output_stride=16 \
+    PYTHONPATH=. python bench/cues_quality.py --data /tmp/synth --variant before:input_size=128,backbone.output_stride=16 \
         --variant after: --device cuda
 
 ``--variant NAME:FIELD=VALUE,...`` (repeatable) runs the profile (``--profile``, plus ``--set`` overrides)
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from synthetic_data import add_dataset_arguments, prepare_dataset
 from wsis_core.affinity import dense_affinity, pair_distances, radius_pairs, train_affinity
 from wsis_core.backbone import iterate_images, present_classes
-from wsis_core.classifier import compute_cams, train_classifier
+from wsis_core.classifier import build_classifier, compute_cams, train_classifier
 from wsis_core.data.dataset import open_ground_truth, open_weak_dataset
 from wsis_core.data.types import VOID
 from wsis_core.device import resolve_device
@@ -217,15 +217,15 @@ def cam_and_psa_labels(classifier, affinity_net, dataset, profile, device, setti
             features = affinity_net(images)
             h, w = features.shape[-2:]
             cams = compute_cams(classifier, images, present_classes(dataset, positions), (h, w))
-            pairs = radius_pairs(h, w, profile.aff_radius, device)
+            pairs = radius_pairs(h, w, profile.aff.radius, device)
             affinity = dense_affinity(pair_distances(features, pairs), pairs, h * w)
-            powered = affinity.pow(profile.rw_beta)
+            powered = affinity.pow(profile.aff.rw_beta)
             step = powered / powered.sum(dim=-2, keepdim=True)
             transitions = {t: torch.linalg.matrix_power(step, t) for t in {t for _, t in settings}}
         best, arg = cams.max(dim=1)
         seeds = torch.full_like(arg, VOID)
-        seeds[best >= profile.cam_fg_threshold] = arg[best >= profile.cam_fg_threshold] + 1
-        seeds[best < profile.cam_bg_threshold] = 0
+        seeds[best >= profile.aff.cam_fg_threshold] = arg[best >= profile.aff.cam_fg_threshold] + 1
+        seeds[best < profile.aff.cam_bg_threshold] = 0
         for b, size in enumerate(sizes):
             seeds_out.append(F.interpolate(seeds[b][None, None].float(), size=tuple(size), mode="nearest")[0, 0]
                              .to(torch.uint8).cpu().numpy())
@@ -242,7 +242,7 @@ def cam_and_psa_labels(classifier, affinity_net, dataset, profile, device, setti
                 lab = np.asarray(classes, np.uint8)[am.cpu().numpy()]
                 psa_lab[power, steps].append(lab)
                 conf = lab.copy()
-                conf[(top < profile.label_min_score).cpu().numpy()] = VOID
+                conf[(top < profile.aff.label_min_score).cpu().numpy()] = VOID
                 psa_conf[power, steps].append(conf)
     return cam_lab, psa_lab, psa_conf, seeds_out
 
@@ -252,19 +252,22 @@ def run_variant(name, profile, train, val, train_gt, val_gt, device, bg_powers, 
     timer = Timer(device)
     num_classes = len(train.classes)
     row = {"variant": name}
+    run = {"seed": profile.seed, "epoch_images": profile.epoch_images}
+    inference = {"input_size": profile.input_size, "batch_size": profile.infer_batch_size}
     with timer("classifier_train"):
-        classifier = train_classifier(train, profile, device)
+        classifier = build_classifier(num_classes, cfg=profile.cls, backbone=profile.backbone)
+        classifier = train_classifier(train, classifier, device, cfg=profile.cls, input_size=profile.input_size, **run)
     with timer("classifier_eval"):
         row["val_mAP"] = classification_map(classifier, val, profile, device)
         row["train_mAP"] = classification_map(classifier, train, profile, device)
     with timer("peaks"):
-        peaks = find_peaks(classifier, train, profile, device)
+        peaks = find_peaks(classifier, train, device, cfg=profile.cls, **inference)
     row["peak_prec"], row["inst_recall"], row["peaks_per_img"] = peak_quality(peaks, train_gt[1])
     with timer("affinity_train"):
-        affinity_net = train_affinity(classifier, train, profile, device)
-    own = (profile.rw_bg_power, profile.rw_t)
-    settings = [own] + [(p, t) for p in [profile.rw_bg_power, *bg_powers] for t in [profile.rw_t, *rw_steps]
-                        if (p, t) != own]
+        affinity_net = train_affinity(classifier, train, device, cfg=profile.aff, **inference, **run)
+    own = (profile.aff.rw_bg_power, profile.aff.rw_t)
+    settings = [own] + [(p, t) for p in [profile.aff.rw_bg_power, *bg_powers]
+                        for t in [profile.aff.rw_t, *rw_steps] if (p, t) != own]
     settings = list(dict.fromkeys(settings))
     cam_lab, psa_lab, psa_conf, seeds = cam_and_psa_labels(classifier, affinity_net, train, profile, device,
                                                             settings, timer)
@@ -277,11 +280,13 @@ def run_variant(name, profile, train, val, train_gt, val_gt, device, bg_powers, 
     }
     labels = psa_conf[own]
     with timer("ss_train"):
-        seg = build_segmentation_model(profile, num_classes, copy.deepcopy(classifier.backbone))
-        seg = train_segmentation(train, labels, profile, device, model=seg)
+        seg = build_segmentation_model(num_classes, copy.deepcopy(classifier.backbone), cfg=profile.seg)
+        seg = train_segmentation(train, labels, seg, device, cfg=profile.seg, input_size=profile.input_size, **run)
     with timer("ss_predict"):
-        train_pred = [s.argmax(0).astype(np.uint8) for s in predict_score_maps(seg, train, profile, device)]
-        val_pred = [s.argmax(0).astype(np.uint8) for s in predict_score_maps(seg, val, profile, device)]
+        train_pred, val_pred = (
+            [s.argmax(0).astype(np.uint8) for s in predict_score_maps(seg, ds, device, cfg=profile.seg, **inference)]
+            for ds in (train, val)
+        )
     row["ss_train_miou"] = miou(train_pred, truths, num_classes)
     row["ss_val_miou"] = miou(val_pred, val_gt[0], num_classes)
     row["all_bg_miou"] = miou([np.zeros_like(t) for t in truths], truths, num_classes)
@@ -324,7 +329,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_dataset_arguments(parser, train=600, val=200)
     parser.add_argument("--profile", default="tiny")
-    parser.add_argument("--set", action="append", default=[], help="FIELD=VALUE for every variant")
+    parser.add_argument("--set", action="append", default=[],
+                        help="FIELD=VALUE (a dotted profile field, e.g. aff.rw_t=8) for every variant")
     parser.add_argument("--variant", action="append", default=[], help="NAME:FIELD=VALUE,... (repeatable)")
     parser.add_argument("--bg-powers", default="", help="extra background powers to evaluate, e.g. 4,8")
     parser.add_argument("--rw-steps", default="", help="extra random-walk step counts to evaluate, e.g. 16,64")
@@ -354,7 +360,7 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, overrides in variants:
-        profile = get_profile(args.profile, **{**common, **overrides})
+        profile = get_profile(args.profile, {**common, **overrides})
         rows.append(run_variant(name, profile, train, val, train_gt, val_gt, device, bg_powers, rw_steps))
         print(table(rows[-1:], f"## {name}: {overrides}"), flush=True)
         Path(args.out).write_text(table(rows, note))  # after every variant: a cut-off run keeps its rows

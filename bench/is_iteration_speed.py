@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from wsis_core.choices import PRECISIONS
 from wsis_core.data.convert import ground_truth_to_coco
 from wsis_core.data.dataset import open_ground_truth, open_weak_dataset
 from wsis_core.data.synth import generate_dataset
@@ -36,7 +37,7 @@ from wsis_core.device import forward_precision, resolve_device, resolve_precisio
 from wsis_core.instance_seg.engine import seeded_rng, sgd_schedule, train_instance_segmentation
 from wsis_core.instance_seg.model import build_mask_rcnn
 from wsis_core.instance_seg.targets import InstanceTargets, group_by_image, instance_loader, to_device
-from wsis_core.profiles import PRECISIONS
+from wsis_core.profiles import InstanceConfig
 
 WEIGHT_DECAY = 1e-4
 
@@ -119,12 +120,13 @@ def main() -> None:
             fpn_channels=args.fpn_channels, box_head_size=args.box_head_size,
         ).to(device)
         bare_model = copy.deepcopy(stage_model)
+        cfg = InstanceConfig(epochs=args.epochs, batch_size=args.batch, lr=args.lr, weight_decay=WEIGHT_DECAY,
+                             precision=precision)
 
         def stage_round(tick: Callable[[], None]) -> None:
             train_instance_segmentation(
-                stage_model, dataset, annotations, epochs=args.epochs, batch_size=args.batch, lr=args.lr,
-                weight_decay=WEIGHT_DECAY, device=device, num_workers=workers, flip=False, seed=args.seed,
-                precision=precision, on_progress=lambda done, total: tick(),
+                stage_model, dataset, annotations, cfg=cfg, device=device, num_workers=workers, flip=False,
+                seed=args.seed, on_progress=lambda done, total: tick(),
             )
 
         def bare_round(tick: Callable[[], None]) -> None:

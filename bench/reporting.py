@@ -44,7 +44,7 @@ def fmt(value, digits: int = 1) -> str:
 def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
     """``--profile``, ``--set FIELD=VALUE`` (repeatable), ``--device`` and ``--notes-file``."""
     parser.add_argument("--profile", default="tiny")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="profile override (repeatable)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="dotted profile field override, e.g. ccgr.iters=50 (repeatable)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--notes-file", help="markdown appended to the report as its Notes section")
 

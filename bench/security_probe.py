@@ -5,7 +5,7 @@ database and broker) and PostgreSQL + Redis; loopback only.
    (one object of many keys, like the issue's) to ``POST /api/runs`` back to back for ``--post-seconds``, in
    four ways: without and with the token, with a ``Content-Length`` and chunked. Also the status and time of
    the posts and the API's RSS before / at its peak / after. Baseline: the same health requests alone.
-2. **Cancel to idle.** A run whose profile asks for the largest ``cls_epochs`` allowed (1000; the issue's
+2. **Cancel to idle.** A run whose profile asks for the largest ``cls.epochs`` allowed (1000; the issue's
    1,000,000 is now refused with 422) on a small synthetic dataset, real worker and real stages: once its
    ``cues`` stage has trained for ``--cancel-after-s`` seconds, ``POST /api/jobs/{id}/cancel`` and at once
    ``POST /api/runs/{id}/rounds`` (the retry is queued behind the cancelled stage); the figure is the seconds
@@ -180,9 +180,9 @@ def wait_job(client: httpx.Client, round_id: int, stage: str, until, timeout_s: 
 def cancel_to_idle(client: httpx.Client, dataset_id: int, args) -> dict:
     from tiny_overrides import TINY_OVERRIDES
 
-    config = {"profile": "tiny", "overrides": {**TINY_OVERRIDES, "cls_epochs": 1000}}
+    config = {"profile": "tiny", "overrides": {**TINY_OVERRIDES, "cls.epochs": 1000}}
     refused = client.post("/api/runs", json={"dataset_id": dataset_id,
-                                             "config": {"overrides": {"cls_epochs": 1_000_000}}})
+                                             "config": {"overrides": {"cls.epochs": 1_000_000}}})
     run = client.post("/api/runs", json={"dataset_id": dataset_id, "config": config}).json()
     round_ = client.post(f"/api/runs/{run['id']}/rounds").json()
     seconds = []
@@ -289,8 +289,8 @@ def markdown(results: dict[str, dict], args, command: str) -> str:
                          f"| {row['health_n']} | {row['health_p50_ms']:.1f} | {row['health_max_ms']:.1f} "
                          f"| {' / '.join(f'{value:.0f}' for value in row['rss_mb'])} |")
         lines.append("")
-    lines += ["## 2. Cancel to idle worker (`cls_epochs` 1000, the largest allowed)", "",
-              "| backend | `cls_epochs: 1000000` | trial | cues progress at cancel | seconds from cancel to the "
+    lines += ["## 2. Cancel to idle worker (`cls.epochs` 1000, the largest allowed)", "",
+              "| backend | `cls.epochs: 1000000` | trial | cues progress at cancel | seconds from cancel to the "
               "retried cues running |", "| --- | --- | --- | --- | --- |"]
     for backend, result in results.items():
         for i, trial in enumerate(result["cancel"]["trials"], start=1):

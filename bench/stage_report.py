@@ -165,7 +165,7 @@ def cue_rows(ctx: RoundContext, truth: TrainTruth, device, val_map: float) -> li
         classifier = stages.round_classifier(ctx)
         affinity = AffinityNet(copy.deepcopy(classifier.backbone))
         affinity.load_state_dict(load_checkpoint(ctx.work.require(run_layout.AFFINITY)).state_dict)
-        own = (ctx.profile.rw_bg_power, ctx.profile.rw_t)
+        own = (ctx.profile.aff.rw_bg_power, ctx.profile.aff.rw_t)
         with weak_supervision():
             cam, psa, _, _ = cam_and_psa_labels(classifier, affinity, ctx.train_set, ctx.profile, device, [own],
                                                 Timer(device))

@@ -103,13 +103,13 @@ def test_affinity_net_features_are_at_stride_8():
 
 def test_make_semantic_labels_end_to_end(synth_dataset):
     dataset = open_weak_dataset(synth_dataset, "train")
-    profile = get_profile(
-        "tiny", input_size=32, aff_epochs=1, aff_batch_size=4, infer_batch_size=4, rw_t=16, label_min_score=0.5
-    )
+    profile = get_profile("tiny", {"input_size": 32, "aff.epochs": 1, "aff.batch_size": 4, "infer_batch_size": 4,
+                                   "aff.rw_t": 16, "aff.label_min_score": 0.5})
     torch.manual_seed(0)
-    classifier = build_classifier(profile, len(dataset.classes)).eval()
+    classifier = build_classifier(len(dataset.classes), cfg=profile.cls, backbone=profile.backbone).eval()
     calls = []
-    result = make_semantic_labels(classifier, dataset, profile, torch.device("cpu"), lambda d, t: calls.append((d, t)))
+    result = make_semantic_labels(classifier, dataset, torch.device("cpu"), cfg=profile.aff, input_size=32, batch_size=4,
+                                  epoch_images=profile.epoch_images, on_progress=lambda d, t: calls.append((d, t)))
     assert [d for d, _ in calls] == list(range(1, len(calls) + 1)) and calls[-1] == (len(calls), len(calls))
     assert len(result.labels) == len(dataset)
     for info, label in zip(dataset.images, result.labels):
@@ -129,13 +129,15 @@ def test_make_semantic_labels_end_to_end(synth_dataset):
 
 def test_no_walk_labels_are_the_cams_own_and_skip_the_affinity_features(synth_dataset):
     dataset = open_weak_dataset(synth_dataset, "train")
-    profile = get_profile("tiny", input_size=32, infer_batch_size=4, rw_t=0, rw_bg_power=1.0, label_min_score=0.5)
+    profile = get_profile("tiny", {"input_size": 32, "infer_batch_size": 4, "aff.rw_t": 0, "aff.rw_bg_power": 1.0,
+                                   "aff.label_min_score": 0.5})
     torch.manual_seed(0)
-    classifier = build_classifier(profile, len(dataset.classes)).eval()
+    classifier = build_classifier(len(dataset.classes), cfg=profile.cls, backbone=profile.backbone).eval()
     affinity_net = AffinityNet(classifier.backbone).eval()
     forwards = []
     affinity_net.fuse.register_forward_hook(lambda module, args, out: forwards.append(args[0].shape[0]))
-    labels = propagate_labels(classifier, affinity_net, dataset, profile, torch.device("cpu"))
+    labels = propagate_labels(classifier, affinity_net, dataset, torch.device("cpu"), cfg=profile.aff, input_size=32,
+                              batch_size=4)
     assert forwards == [1]  # only feature_size's probe, no image batch
     positions = list(range(len(dataset)))
     images = torch.stack([to_input(dataset.load_image(i), profile.input_size) for i in positions])

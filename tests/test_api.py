@@ -98,7 +98,7 @@ def test_a_folder_that_is_no_dataset_is_400_without_server_paths(client, setting
     [
         ("post", "/api/runs", {"dataset_id": 1, "config": {"profile": "huge"}},
          "body.config.profile: Input should be 'tiny' or 'paper'"),
-        ("post", "/api/runs", {"dataset_id": 1, "config": {"overrides": {"cls_epochs": -1}}}, "cls_epochs"),
+        ("post", "/api/runs", {"dataset_id": 1, "config": {"overrides": {"cls.epochs": -1}}}, "cls.epochs"),
         ("post", "/api/runs", {"dataset_id": 1, "config": {"sed": 3}}, "body.config.sed: Extra inputs"),
         ("post", "/api/runs", {"dataset_id": 1, "config": {"overrides": {"seed": 3}}}, "not in overrides"),
         ("post", "/api/runs", {"dataset_id": 1, "config": {"supervision": "box"}}, "body.config.supervision"),

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from wsis_core.bags import bags_for_peaks, bags_from_boxes, build_bags, build_bags_from_boxes, rank_scores
+from wsis_core.profiles import MilConfig
 
 
 def test_eq4_matches_brute_force_sum():
@@ -110,5 +111,5 @@ def test_bags_from_predicted_boxes_take_top_iou_proposals():
         def proposals_for(self, image_id):
             return proposals, np.ones(len(proposals), np.float32)
 
-    staged = build_bags_from_boxes({4: ([[0, 0, 10, 10]], [2])}, Source(), top_k=2)
+    staged = build_bags_from_boxes({4: ([[0, 0, 10, 10]], [2])}, Source(), cfg=MilConfig(top_k=2))
     assert staged[4][0].proposal_indices.tolist() == [0, 1]

@@ -98,9 +98,9 @@ def test_random_scale_resizes_the_whole_batch():
 
 def test_training_steps_reduce_the_loss(synth_dataset):
     dataset = open_weak_dataset(synth_dataset, "train")
-    profile = get_profile("tiny", input_size=32, cls_epochs=2, cls_batch_size=len(dataset), cls_lr=1e-3)
+    profile = get_profile("tiny", {"input_size": 32, "cls.epochs": 2, "cls.batch_size": len(dataset), "cls.lr": 1e-3})
     torch.manual_seed(0)
-    model = build_classifier(profile, len(dataset.classes))
+    model = build_classifier(len(dataset.classes), cfg=profile.cls, backbone=profile.backbone)
     positions = list(range(len(dataset)))
     images, present = load_batch(dataset, positions, 32), present_classes(dataset, positions)
 
@@ -111,7 +111,9 @@ def test_training_steps_reduce_the_loss(synth_dataset):
 
     before = loss()
     calls = []
-    trained = train_classifier(dataset, profile, torch.device("cpu"), model, on_progress=lambda *a: calls.append(a))
+    trained = train_classifier(dataset, model, torch.device("cpu"), cfg=profile.cls, input_size=profile.input_size,
+                               seed=profile.seed, epoch_images=profile.epoch_images,
+                               on_progress=lambda *a: calls.append(a))
     assert trained is model and not model.training and calls == [(1, 2), (2, 2)]
     assert loss() < before
 
@@ -148,13 +150,14 @@ def test_fit_runs_the_forward_pass_in_the_schedules_precision():
 
 
 def test_cue_schedule_reads_the_profile(monkeypatch):
-    profile = get_profile("tiny", aff_epochs=3, aff_batch_size=5, aff_lr=0.5, seed=7, epoch_images=9)
+    profile = get_profile("tiny", {"aff.epochs": 3, "aff.batch_size": 5, "aff.lr": 0.5, "seed": 7, "epoch_images": 9})
+    cpu, run = torch.device("cpu"), {"seed": profile.seed, "epoch_images": profile.epoch_images}
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True})
-    assert cue_schedule(profile, "aff", torch.device("cpu")) == Schedule(3, 5, 0.5, 1e-4, 7, 9, "bf16")
-    assert cue_schedule(profile, "aff", torch.device("cpu")).steps(100) == 3 * 2  # 3 epochs of 9 images, batch 5
-    assert cue_schedule(get_profile("tiny", cue_precision="fp32"), "cls", torch.device("cpu")).precision == "fp32"
+    assert cue_schedule(profile.aff, cpu, **run) == Schedule(3, 5, 0.5, 1e-4, 7, 9, "bf16")
+    assert cue_schedule(profile.aff, cpu, **run).steps(100) == 3 * 2  # 3 epochs of 9 images, batch 5
+    assert cue_schedule(get_profile("tiny", {"cls.precision": "fp32"}).cls, cpu).precision == "fp32"
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {})
-    assert cue_schedule(profile, "cls", torch.device("cpu")).precision == "fp32"
+    assert cue_schedule(profile.cls, cpu, **run).precision == "fp32"
 
 
 def test_present_classes_use_image_level_labels(synth_dataset):
@@ -165,13 +168,14 @@ def test_present_classes_use_image_level_labels(synth_dataset):
 
 
 def test_checkpoint_round_trip(tmp_path):
-    profile = get_profile("tiny", input_size=32)
-    model = build_classifier(profile, 3)
+    profile = get_profile("tiny", {"input_size": 32})
+    model = build_classifier(3, cfg=profile.cls, backbone=profile.backbone)
     path = save_checkpoint(tmp_path / "ckpt" / "classifier.pt", model, profile.to_dict(), ["a", "b", "c"])
     assert [p.name for p in path.parent.iterdir()] == ["classifier.pt"]  # no temporary file left
     checkpoint = load_checkpoint(path)
-    assert checkpoint.classes == ["a", "b", "c"] and Profile(**checkpoint.config) == profile
-    restored = build_classifier(Profile(**checkpoint.config), len(checkpoint.classes))
+    saved = Profile.model_validate(checkpoint.config)
+    assert checkpoint.classes == ["a", "b", "c"] and saved == profile
+    restored = build_classifier(len(checkpoint.classes), cfg=saved.cls, backbone=saved.backbone)
     restored.load_state_dict(checkpoint.state_dict)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), restored.state_dict().values()))
     with pytest.raises(WsisInputError, match="not found"):
@@ -182,32 +186,34 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 def test_profiles_and_overrides():
-    assert PROFILES["tiny"].backbone == "resnet18" and PROFILES["paper"].backbone == "resnet50"
+    assert PROFILES["tiny"].backbone.name == "resnet18" and PROFILES["paper"].backbone.name == "resnet50"
     paper = PROFILES["paper"]
-    assert (paper.cls_lr, paper.seg_lr, paper.seg_weight_decay, paper.seg_batch_size) == (1e-4, 1e-4, 1e-4, 1)
-    profile = get_profile("tiny", cls_epochs="2", psp_bins="1,2", freeze_bn="true", backbone_weights="none")
-    assert (profile.cls_epochs, profile.psp_bins, profile.freeze_bn) == (2, (1, 2), True)
-    assert profile.backbone_weights is None
+    assert (paper.cls.lr, paper.seg.lr, paper.seg.weight_decay, paper.seg.batch_size) == (1e-4, 1e-4, 1e-4, 1)
+    profile = get_profile("tiny", {"cls.epochs": "2", "seg.psp_bins": "1,2", "backbone.freeze_bn": "true",
+                                   "backbone.weights": "none", "instance.lr": "0.01", "backbone.output_stride": "16"})
+    assert (profile.cls.epochs, profile.seg.psp_bins, profile.backbone.freeze_bn) == (2, (1, 2), True)
+    assert profile.backbone.weights is None and profile.instance.lr == 0.01 and profile.backbone.output_stride == 16
     assert PROFILES["tiny"].epoch_images == 200 and paper.epoch_images is None
-    assert get_profile("paper", epoch_images="300").epoch_images == 300
-    assert get_profile("tiny", epoch_images="none").epoch_images is None
+    assert get_profile("paper", {"epoch_images": "300"}).epoch_images == 300
+    assert get_profile("tiny", {"epoch_images": "none"}).epoch_images is None
     for name, overrides, message in [
         ("tiny", {"epoch_images": 0}, "epoch_images"),
         ("tiny", {"epoch_images": "many"}, "epoch_images"),
         ("tiny", {"epoch_images": True}, "epoch_images"),
-        ("tiny", {"cue_precision": "fp16"}, "cue_precision"),
+        ("tiny", {"cls.precision": "fp16"}, "cls.precision"),
         ("huge", {}, "unknown profile 'huge'"),
         ("tiny", {"epochs": 3}, "unknown profile field"),
-        ("tiny", {"peak_window": 4}, "peak_window"),
-        ("tiny", {"output_stride": 4}, "output_stride"),
-        ("tiny", {"cls_epochs": "many"}, "cls_epochs"),
-        ("tiny", {"cam_bg_threshold": 0.9}, "cam_bg_threshold"),
-        ("tiny", {"cls_pooling": "max"}, "cls_pooling"),
-        ("tiny", {"cls_min_scale": 1.5, "cls_max_scale": 1.2}, "cls_min_scale"),
-        ("tiny", {"cls_lse_r": 0}, "cls_lse_r"),
+        ("tiny", {"cls": 3}, "unknown profile field"),
+        ("tiny", {"cls.peak_window": 4}, "cls.peak_window"),
+        ("tiny", {"backbone.output_stride": 4}, "backbone.output_stride"),
+        ("tiny", {"cls.epochs": "many"}, "cls.epochs"),
+        ("tiny", {"aff.cam_bg_threshold": 0.9}, "aff.cam_bg_threshold"),
+        ("tiny", {"cls.pooling": "max"}, "cls.pooling"),
+        ("tiny", {"cls.min_scale": 1.5, "cls.max_scale": 1.2}, "cls.max_scale"),
+        ("tiny", {"cls.lse_r": 0}, "cls.lse_r"),
     ]:
         with pytest.raises(WsisInputError, match=message):
-            get_profile(name, **overrides)
+            get_profile(name, overrides)
 
 
 def test_resolve_device():

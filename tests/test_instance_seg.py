@@ -25,7 +25,7 @@ from wsis_core.errors import WsisInputError
 from wsis_core.instance_seg.engine import lr_factor, predict_instances, train_instance_segmentation
 from wsis_core.instance_seg.model import anchor_sizes, build_mask_rcnn, load_mask_rcnn, mask_rcnn_for, model_num_classes
 from wsis_core.instance_seg.targets import InstanceTargets, group_by_image, instance_loader
-from wsis_core.profiles import get_profile
+from wsis_core.profiles import InstanceConfig, get_profile
 
 SIZE = 64
 CPU = torch.device("cpu")
@@ -69,8 +69,9 @@ class Squares:
 
 def train(model, data: Squares, iterations: int, seed: int = 0) -> dict[str, list[float]]:
     return train_instance_segmentation(
-        model, data, data.annotations, epochs=iterations, batch_size=len(data.images), lr=0.01,
-        weight_decay=1e-4, device=CPU, flip=False, seed=seed,
+        model, data, data.annotations, cfg=InstanceConfig(epochs=iterations, batch_size=len(data.images), lr=0.01,
+                                                          weight_decay=1e-4, precision="fp32"),
+        device=CPU, flip=False, seed=seed,
     )
 
 
@@ -118,13 +119,21 @@ def test_narrow_fpn_and_box_head_feed_every_head(tmp_path):
 
 
 def test_a_checkpoint_is_rebuilt_with_the_widths_it_was_trained_with(tmp_path):
-    narrow = get_profile("tiny", is_min_size=SIZE, is_max_size=SIZE, is_fpn_channels=32, is_box_head_size=48,
-                         is_mask_channels=16)
-    model = mask_rcnn_for(narrow, 3)
-    save_checkpoint(tmp_path / "model.pt", model, narrow.to_dict(), ["a", "b"])
-    loaded = load_mask_rcnn(get_profile("tiny", is_min_size=SIZE, is_max_size=SIZE), 3, tmp_path / "model.pt")
-    assert loaded.backbone.out_channels == 32 and loaded.roi_heads.box_head.fc7.out_features == 48
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    narrow = get_profile("tiny", {"instance.min_size": SIZE, "instance.max_size": SIZE, "instance.fpn_channels": 32,
+                                  "instance.box_head_size": 48, "instance.mask_channels": 16})
+    model = mask_rcnn_for(3, cfg=narrow.instance, backbone=narrow.backbone)
+    now = get_profile("tiny", {"instance.min_size": SIZE, "instance.max_size": SIZE})
+    for name, config in (("model.pt", narrow.to_dict()), ("flat.pt", _flat(narrow))):
+        save_checkpoint(tmp_path / name, model, config, ["a", "b"])
+        loaded = load_mask_rcnn(tmp_path / name, 3, cfg=now.instance, backbone=now.backbone)
+        assert loaded.backbone.out_channels == 32 and loaded.roi_heads.box_head.fc7.out_features == 48
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+
+
+def _flat(profile) -> dict:
+    """The checkpoint config of before issue 21 (flat profile fields), for the architecture fields."""
+    return {"backbone": profile.backbone.name, "is_mask_channels": profile.instance.mask_channels,
+            "is_fpn_channels": profile.instance.fpn_channels, "is_box_head_size": profile.instance.box_head_size}
 
 
 def test_build_from_local_backbone_weights(tmp_path):
@@ -205,9 +214,7 @@ def test_training_rejects_unknown_classes_and_empty_labels():
     with pytest.raises(WsisInputError, match="category ids"):
         train(model, data, iterations=1)
     with pytest.raises(WsisInputError, match="nothing to train"):
-        train_instance_segmentation(
-            model, data, [], epochs=1, batch_size=2, lr=0.01, weight_decay=0.0, device=CPU
-        )
+        train_instance_segmentation(model, data, [], cfg=InstanceConfig(epochs=1, batch_size=2, lr=0.01), device=CPU)
 
 
 # --------------------------------------------------------------------------------------- training
@@ -234,8 +241,8 @@ def test_precision_sets_the_forward_dtype_and_keeps_float32_weights(monkeypatch,
     seen = []
     model.backbone.body.conv1.register_forward_hook(lambda module, args, output: seen.append(output.dtype))
     history = train_instance_segmentation(
-        model, data, data.annotations, epochs=2, batch_size=2, lr=0.01, weight_decay=1e-4, device=CPU,
-        flip=False, precision=precision,
+        model, data, data.annotations, cfg=InstanceConfig(epochs=2, batch_size=2, lr=0.01, precision=precision),
+        device=CPU, flip=False,
     )
     assert seen == [dtype, dtype]
     assert all(math.isfinite(v) for v in history["loss"])
@@ -254,20 +261,15 @@ def test_an_epoch_draws_at_most_epoch_images_images():
         assert list(loader.sampler) == list(instance_loader(targets, 2, seed=0).sampler)
         assert sum(len(images) for images, _ in loader) == 5
     history = train_instance_segmentation(
-        build_mask_rcnn(2, "resnet18", **LIGHT), data, data.annotations, epochs=2, batch_size=2, lr=0.01,
-        weight_decay=1e-4, device=CPU, flip=False, epoch_images=3,
+        build_mask_rcnn(2, "resnet18", **LIGHT), data, data.annotations,
+        cfg=InstanceConfig(epochs=2, batch_size=2, lr=0.01, precision="fp32"), device=CPU, flip=False, epoch_images=3,
     )
     assert len(history["loss"]) == 2 * 2  # 2 epochs of 3 images in batches of 2
 
 
 def test_training_rejects_an_unknown_precision():
-    data = Squares(1, seed=6)
-    model = build_mask_rcnn(2, "resnet18", **LIGHT)
-    with pytest.raises(WsisInputError, match="precision"):
-        train_instance_segmentation(
-            model, data, data.annotations, epochs=1, batch_size=1, lr=0.01, weight_decay=0.0, device=CPU,
-            precision="fp16",
-        )
+    with pytest.raises(WsisInputError, match="instance.precision"):
+        get_profile("tiny", {"instance.precision": "fp16"})
 
 
 def test_overfit_losses_are_finite_and_fall(overfit):

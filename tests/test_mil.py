@@ -12,6 +12,7 @@ from torch import nn
 
 from wsis_core.bags import Bag
 from wsis_core.mil import MILBox, WSDDNHead, bag_scores, distinct_boxes, mil_loss, pack_bags, select_boxes, train_mil
+from wsis_core.profiles import MilConfig
 
 LN2, LN3 = math.log(2), math.log(3)
 
@@ -132,14 +133,15 @@ def test_train_mil_lowers_the_loss_and_select_boxes_picks_the_argmax():
     dataset, proposals, bags = SquaresDataset(), FixedProposals(), make_bags()
     calls = []
     history = train_mil(
-        backbone, head, dataset, bags, proposals, transform=to_input, epochs=12, lr=3e-3,
+        backbone, head, dataset, bags, proposals, transform=to_input, cfg=MilConfig(epochs=12, lr=3e-3),
         on_progress=lambda *args: calls.append(args),
     )
     assert calls[-1] == (24, 24) and len(history) == 24
     assert sum(history[-2:]) < 0.1 * sum(history[:2])
     assert backbone.net[0].weight.grad is not None and not head.training
 
-    capped = train_mil(backbone, head, dataset, bags, proposals, transform=to_input, epochs=3, epoch_images=1)
+    capped = train_mil(backbone, head, dataset, bags, proposals, transform=to_input, cfg=MilConfig(epochs=3),
+                       epoch_images=1)
     assert len(capped) == 3  # one of the two images with bags per epoch
 
     selected = select_boxes(backbone, head, dataset, bags, proposals, transform=to_input)

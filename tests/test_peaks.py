@@ -70,16 +70,17 @@ def test_cell_to_pixel_mapping():
 
 def test_find_peaks_stage_returns_pixels_of_the_present_classes(synth_dataset):
     dataset = open_weak_dataset(synth_dataset, "train")
-    profile = get_profile("tiny", input_size=32, infer_batch_size=3)
+    profile = get_profile("tiny", {"input_size": 32, "infer_batch_size": 3})
     torch.manual_seed(0)
-    classifier = build_classifier(profile, len(dataset.classes))
+    classifier = build_classifier(len(dataset.classes), cfg=profile.cls, backbone=profile.backbone)
     calls = []
-    peaks = find_peaks(classifier, dataset, profile, torch.device("cpu"), on_progress=lambda d, t: calls.append((d, t)))
+    shared = {"cfg": profile.cls, "input_size": profile.input_size, "batch_size": profile.infer_batch_size}
+    peaks = find_peaks(classifier, dataset, torch.device("cpu"), **shared, on_progress=lambda d, t: calls.append((d, t)))
     assert len(peaks) == len(dataset) and calls[-1] == (3, 3)
     for info, image_peaks in zip(dataset.images, peaks):
         assert {p["class"] for p in image_peaks} == set(info.labels)
         for p in image_peaks:
             assert set(p) == {"class", "x", "y", "score"}
             assert 0 <= p["x"] < info.width and 0 <= p["y"] < info.height
-    (again,) = find_peaks(classifier, dataset, profile, torch.device("cpu"), indices=[2])
+    (again,) = find_peaks(classifier, dataset, torch.device("cpu"), **shared, indices=[2])
     assert [(p["class"], p["x"], p["y"]) for p in again] == [(p["class"], p["x"], p["y"]) for p in peaks[2]]

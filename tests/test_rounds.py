@@ -61,7 +61,7 @@ def test_every_round_writes_the_contract_artifacts(weak_run, data):
             coco = COCO(str(round_dir / name))
             assert sorted(coco.getImgIds()) == ids
             assert all(ann["image_id"] in ids for ann in coco.dataset["annotations"])
-        assert load_checkpoint(round_dir / "model.pt").config["is_precision"] == resolve_precision("auto", torch.device("cpu"))
+        assert load_checkpoint(round_dir / "model.pt").config["instance"]["precision"] == resolve_precision("auto", torch.device("cpu"))
         metrics = json.loads((round_dir / "metrics.json").read_text())
         assert list(metrics) == list(METRIC_KEYS)
         assert all(0 <= v <= 100 for v in metrics.values())
@@ -165,9 +165,11 @@ def test_stage_by_stage_cli_writes_round_one_artifacts(data, tmp_path):
     assert main(["ccgr", "--work", str(work), "--iters", "3", "--gap", "paper", "--device", "cpu"]) == 0
     ccgr = json.loads((work / "ccgr_boxes.json").read_text())
     assert len(ccgr["annotations"]) == len(mil["annotations"]) > 0
-    assert json.loads((work / "config.json").read_text())["overrides"]["ccgr_gap"] == "paper"
+    assert json.loads((work / "config.json").read_text())["overrides"]["ccgr.gap"] == "paper"
     assert COCO(str(work / "pseudo_labels.json")).getImgIds()
     assert main(["ccgr", "--work", str(work), "--no-ccgr", "--device", "cpu"]) == 0
+    overrides = json.loads((work / "config.json").read_text())["overrides"]  # flags not given change nothing
+    assert (overrides["ccgr.iters"], overrides["ccgr.gap"]) == (3, "paper")
     unrefined = json.loads((work / "ccgr_boxes.json").read_text())["annotations"]
     assert [a["bbox"] for a in unrefined] == [a["bbox"] for a in mil["annotations"]]
 
@@ -183,11 +185,11 @@ def _fork(run, target, overrides: dict, data) -> RunConfig:
 
 
 def test_a_round_on_weak_evidence_falls_back_to_the_previous_labels(weak_run, data, tmp_path):
-    """Round 2 with no IS prediction kept (is_score_threshold 1) and no pixel cropped (crop_threshold 1): its cues
+    """Round 2 with no IS prediction kept (instance.score_threshold 1) and no pixel cropped (pseudo.crop_threshold 1): its cues
     and its pseudo labels are round 1's, it trains and evaluates, and its markers say why."""
     run, _, _ = weak_run
     target = tmp_path / "weak_evidence"
-    config = _fork(run, target, {"is_score_threshold": 1.0, "crop_threshold": 1.0}, data)
+    config = _fork(run, target, {"instance.score_threshold": 1.0, "pseudo.crop_threshold": 1.0}, data)
     summary = run_rounds(target, config, 2, torch.device("cpu"))
     round_1, round_2 = target / "round_1", target / "round_2"
     assert json.loads((round_2 / "train_predictions.json").read_text()) == []
@@ -208,7 +210,7 @@ def test_a_round_on_weak_evidence_falls_back_to_the_previous_labels(weak_run, da
 def test_an_empty_first_round_label_set_takes_the_whole_boxes(weak_run, data, tmp_path):
     run, _, _ = weak_run
     target = tmp_path / "empty_round_1"
-    config = _fork(run, target, {"crop_threshold": 1.0}, data)
+    config = _fork(run, target, {"pseudo.crop_threshold": 1.0}, data)
     for stage in ("pseudo_labels", "is_train", "evaluate"):
         (target / "round_1" / "stages" / f"{stage}.json").unlink()
     ctx = RoundContext(target, 1, config, torch.device("cpu"))

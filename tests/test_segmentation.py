@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from wsis_core.backbone import build_backbone
+from wsis_core.backbone import backbone_for, build_backbone
 from wsis_core.data.dataset import open_weak_dataset
 from wsis_core.data.types import VOID
 from wsis_core.errors import WsisInputError
@@ -17,6 +15,7 @@ from wsis_core.profiles import get_profile
 from wsis_core.segmentation import (
     PyramidPooling,
     SegmentationModel,
+    build_segmentation_model,
     predict_score_maps,
     scores_at,
     segmentation_loss,
@@ -62,9 +61,14 @@ def test_loss_ignores_void_pixels():
     assert all_void == 0 and all_void.requires_grad
 
 
+def _model(profile, dataset) -> SegmentationModel:
+    return build_segmentation_model(len(dataset.classes), backbone_for(profile.backbone), cfg=profile.seg)
+
+
 def test_train_and_predict_at_original_resolution(synth_dataset):
     dataset = open_weak_dataset(synth_dataset, "train")
-    profile = get_profile("tiny", input_size=32, seg_epochs=1, seg_batch_size=4, infer_batch_size=4)
+    profile = get_profile("tiny", {"input_size": 32, "seg.epochs": 1, "seg.batch_size": 4, "infer_batch_size": 4})
+    cfg, cpu = profile.seg, torch.device("cpu")
     rng = np.random.default_rng(0)
     labels = []
     for info in dataset.images:
@@ -72,31 +76,34 @@ def test_train_and_predict_at_original_resolution(synth_dataset):
         labels.append(label)
     calls = []
     torch.manual_seed(0)
-    model = train_segmentation(dataset, labels, profile, torch.device("cpu"), on_progress=lambda *a: calls.append(a))
+    model = train_segmentation(dataset, labels, _model(profile, dataset), cpu, cfg=cfg, input_size=32,
+                               epoch_images=profile.epoch_images, on_progress=lambda *a: calls.append(a))
     assert calls == [(1, 2), (2, 2)] and not model.training
-    maps = predict_score_maps(model, dataset, replace(profile, seg_image_classes=True), torch.device("cpu"),
-                              indices=[0, 5])
+    image_classes = cfg.model_copy(update={"image_classes": True})
+    maps = predict_score_maps(model, dataset, cpu, cfg=image_classes, input_size=32, batch_size=4, indices=[0, 5])
     for info, scores in zip([dataset.images[0], dataset.images[5]], maps):
         assert scores.shape == (len(dataset.classes) + 1, info.height, info.width) and scores.dtype == np.float32
         np.testing.assert_allclose(scores.sum(0), 1, atol=1e-5)
         absent = [c for c in range(1, len(dataset.classes) + 1) if c not in info.labels]
         assert absent and np.all(scores[absent] == 0)  # S covers background and the image's own classes
-    every_class = predict_score_maps(model, dataset, profile, torch.device("cpu"), indices=[0])[0]
+    every_class = cfg.model_copy(update={"image_classes": False})
+    every_class = predict_score_maps(model, dataset, cpu, cfg=every_class, input_size=32, batch_size=4, indices=[0])[0]
     assert every_class[absent].max() > 0
     # later rounds continue training the same model on other labels
-    again = train_segmentation(dataset, labels, replace(profile, seg_epochs=0), torch.device("cpu"), model=model)
+    again = train_segmentation(dataset, labels, model, cpu, cfg=cfg.model_copy(update={"epochs": 0}), input_size=32)
     assert again is model
 
 
 def test_pseudo_labels_are_checked(synth_dataset):
     dataset = open_weak_dataset(synth_dataset, "train")
-    profile = get_profile("tiny", input_size=32, seg_epochs=0)
+    profile = get_profile("tiny", {"input_size": 32, "seg.epochs": 0})
+    model, train = _model(profile, dataset), {"cfg": profile.seg, "input_size": 32}
     good = [np.zeros((i.height, i.width), np.uint8) for i in dataset.images]
     with pytest.raises(WsisInputError, match="pseudo label maps"):
-        train_segmentation(dataset, good[:-1], profile, torch.device("cpu"))
+        train_segmentation(dataset, good[:-1], model, torch.device("cpu"), **train)
     with pytest.raises(WsisInputError, match="pseudo label is"):
-        train_segmentation(dataset, [np.zeros((5, 5), np.uint8)] + good[1:], profile, torch.device("cpu"))
+        train_segmentation(dataset, [np.zeros((5, 5), np.uint8)] + good[1:], model, torch.device("cpu"), **train)
     bad = [g.copy() for g in good]
     bad[2][0, 0] = len(dataset.classes) + 1
     with pytest.raises(WsisInputError, match="class"):
-        train_segmentation(dataset, bad, profile, torch.device("cpu"))
+        train_segmentation(dataset, bad, model, torch.device("cpu"), **train)

@@ -38,7 +38,7 @@ def client(tmp_path, monkeypatch, synth_dataset, weights_root):
 
 
 def create_run(client, weights: str):
-    return client.post("/api/runs", json={"dataset_id": 1, "config": {"overrides": {"backbone_weights": weights}}})
+    return client.post("/api/runs", json={"dataset_id": 1, "config": {"overrides": {"backbone.weights": weights}}})
 
 
 @pytest.mark.parametrize(("weights", "expected"), [
@@ -55,7 +55,7 @@ def test_the_worker_resolves_weights_inside_the_root_and_checks_again(client, we
     real = fake_rounds.run_stage
 
     def recording(stage, **kwargs):
-        seen.append(kwargs["config"]["overrides"]["backbone_weights"])
+        seen.append(kwargs["config"]["overrides"]["backbone.weights"])
         return real(stage, **kwargs)
 
     monkeypatch.setattr(fake_rounds, "run_stage", recording)
@@ -77,8 +77,8 @@ def test_sha256_is_checked_where_given(tmp_path):
     build_backbone("resnet18", 32, path, weights_sha256=digest)
     with pytest.raises(WsisInputError, match="sha256"):
         build_backbone("resnet18", 32, path, weights_sha256="0" * 64)
-    with pytest.raises(WsisInputError, match="backbone_weights_sha256"):
-        get_profile("tiny", backbone_weights_sha256="not-hex")
+    with pytest.raises(WsisInputError, match="backbone.weights_sha256"):
+        get_profile("tiny", {"backbone.weights_sha256": "not-hex"})
 
 
 def test_a_file_that_is_no_state_dict_does_not_show_its_bytes(tmp_path):

@@ -1,13 +1,13 @@
 """Profile overrides that make a whole round of the real stages take a couple of minutes on 2 CPU cores.
 
-Whole-box crops (``crop_threshold`` 0): the tests using these check the pipeline's contracts, not what a
+Whole-box crops (``pseudo.crop_threshold`` 0): the tests using these check the pipeline's contracts, not what a
 few CPU steps learn, and whole-box crops guarantee every round has pseudo labels to train the IS branch on.
 """
 
 TINY_OVERRIDES = {
-    "input_size": 64, "cls_epochs": 4, "aff_epochs": 1, "seg_epochs": 4, "mil_epochs": 1,
-    "is_epochs": 2, "is_batch_size": 4, "is_min_size": 64, "is_max_size": 64, "ccgr_iters": 5,
-    "proposal_workers": 1, "proposal_max": 100, "infer_batch_size": 8, "mil_hidden": 64,
-    "is_proposals": 50, "is_rois": 16, "is_mask_channels": 16,
-    "crop_mode": "threshold", "crop_threshold": 0.0,
+    "input_size": 64, "cls.epochs": 4, "aff.epochs": 1, "seg.epochs": 4, "mil.epochs": 1,
+    "instance.epochs": 2, "instance.batch_size": 4, "instance.min_size": 64, "instance.max_size": 64,
+    "ccgr.iters": 5, "mil.proposal_workers": 1, "mil.proposal_max": 100, "infer_batch_size": 8, "mil.hidden": 64,
+    "instance.proposals": 50, "instance.rois": 16, "instance.mask_channels": 16,
+    "pseudo.crop_mode": "threshold", "pseudo.crop_threshold": 0.0,
 }

@@ -43,7 +43,7 @@ from wsis_core.backbone import (
 from wsis_core.classifier import Classifier, compute_cams
 from wsis_core.data.guard import weak_supervision
 from wsis_core.data.types import VOID
-from wsis_core.profiles import Profile
+from wsis_core.profiles import AffinityConfig
 from wsis_core.progress import Progress
 
 
@@ -173,59 +173,68 @@ class SemanticLabels:
 def _dataset_seeds(
     classifier: Classifier,
     dataset,
-    profile: Profile,
+    cfg: AffinityConfig,
     size: tuple[int, int],
     device: torch.device,
+    input_size: int,
+    batch_size: int,
     on_progress: Progress,
 ) -> torch.Tensor:
     """Seeds [N_images, h, w] (uint8, CPU) of every image at the affinity-feature resolution."""
-    batches = iterate_images(
-        dataset, range(len(dataset)), profile.input_size, profile.infer_batch_size, device, on_progress
-    )
+    batches = iterate_images(dataset, range(len(dataset)), input_size, batch_size, device, on_progress)
     return torch.cat(
         [
             seed_labels(
                 compute_cams(classifier, images, present_classes(dataset, positions), size),
-                profile.cam_fg_threshold, profile.cam_bg_threshold,
+                cfg.cam_fg_threshold, cfg.cam_bg_threshold,
             ).cpu()
             for positions, images, _ in batches
         ]
     )
 
 
-def _affinity_steps(num_images: int, profile: Profile) -> tuple[int, int]:
+def _affinity_steps(num_images: int, cfg: AffinityConfig, batch_size: int, epoch_images: int | None) -> tuple[int, int]:
     """Progress steps of :func:`train_affinity`: seed batches, then training steps."""
-    return num_batches(num_images, profile.infer_batch_size), branch_schedule(profile, "aff").steps(num_images)
+    return num_batches(num_images, batch_size), branch_schedule(cfg, epoch_images=epoch_images).steps(num_images)
 
 
 def train_affinity(
     classifier: Classifier,
     dataset,
-    profile: Profile,
     device: torch.device,
+    *,
+    cfg: AffinityConfig,
+    input_size: int,
+    batch_size: int,
+    seed: int = 0,
+    epoch_images: int | None = None,
     model: AffinityNet | None = None,
     on_progress: Progress = None,
 ) -> AffinityNet:
-    """Train AffinityNet on the CAM seeds of ``dataset`` (image-level labels only); returns it in eval mode.
+    """Train AffinityNet on the CAM seeds of ``dataset`` (image-level labels only) with the seeds, radius and
+    schedule of ``cfg`` (``profile.aff``; seeds computed in batches of ``batch_size``); returns it in eval mode.
 
     A new AffinityNet starts from a copy of the classifier's backbone (the shared convolutional layers
     of the paper's Fig. 2) unless ``model`` is given.
     """
     classifier = classifier.to(device).eval()
     model = (model if model is not None else AffinityNet(copy.deepcopy(classifier.backbone))).to(device)
-    seed_progress, fit_progress = split_progress(on_progress, *_affinity_steps(len(dataset), profile))
-    height, width = model.feature_size(profile.input_size, device)
-    pairs = radius_pairs(height, width, profile.aff_radius, device)
+    seed_progress, fit_progress = split_progress(
+        on_progress, *_affinity_steps(len(dataset), cfg, batch_size, epoch_images))
+    height, width = model.feature_size(input_size, device)
+    pairs = radius_pairs(height, width, cfg.radius, device)
 
     with weak_supervision():
-        all_seeds = _dataset_seeds(classifier, dataset, profile, (height, width), device, seed_progress)
+        all_seeds = _dataset_seeds(classifier, dataset, cfg, (height, width), device, input_size, batch_size,
+                                   seed_progress)
 
         def batch_loss(positions: list[int], generator: torch.Generator) -> torch.Tensor:
-            images = load_batch(dataset, positions, profile.input_size).to(device)
+            images = load_batch(dataset, positions, input_size).to(device)
             images, seeds = random_flip(generator, images, all_seeds[positions].to(device))
             return affinity_loss(pair_distances(model(images), pairs), seeds.flatten(1), pairs)
 
-        fit(model, len(dataset), batch_loss, cue_schedule(profile, "aff", device), device, fit_progress)
+        schedule = cue_schedule(cfg, device, seed=seed, epoch_images=epoch_images)
+        fit(model, len(dataset), batch_loss, schedule, device, fit_progress)
     return model
 
 
@@ -234,36 +243,40 @@ def propagate_labels(
     classifier: Classifier,
     affinity_net: AffinityNet,
     dataset,
-    profile: Profile,
     device: torch.device,
+    *,
+    cfg: AffinityConfig,
+    input_size: int,
+    batch_size: int,
     indices: Sequence[int] | None = None,
     on_progress: Progress = None,
 ) -> list[PseudoLabel]:
-    """PSA pseudo labels and score maps O of the images (all, or those at ``indices``) by random walk.
+    """PSA pseudo labels and score maps O of the images (all, or those at ``indices``) by random walk with
+    the settings of ``cfg`` (``profile.aff``), in batches of ``batch_size``.
 
-    With ``rw_t`` 0 the walk is the identity (T^0 = I): the affinities are not computed and O is the CAMs
+    With ``cfg.rw_t`` 0 the walk is the identity (T^0 = I): the affinities are not computed and O is the CAMs
     with their background score."""
     classifier = classifier.to(device).eval()
     affinity_net = affinity_net.to(device).eval()
-    walk = profile.rw_t > 0
-    map_size = None if walk else affinity_net.feature_size(profile.input_size, device)
+    walk = cfg.rw_t > 0
+    map_size = None if walk else affinity_net.feature_size(input_size, device)
     indices = range(len(dataset)) if indices is None else indices
     results: list[PseudoLabel] = []
     for positions, images, sizes in iterate_images(
-        dataset, indices, profile.input_size, profile.infer_batch_size, device, on_progress
+        dataset, indices, input_size, batch_size, device, on_progress
     ):
         features = affinity_net(images) if walk else None
         height, width = features.shape[-2:] if walk else map_size
         cams = compute_cams(classifier, images, present_classes(dataset, positions), (height, width))
-        background = (1 - cams.amax(dim=1, keepdim=True)).pow(profile.rw_bg_power)
+        background = (1 - cams.amax(dim=1, keepdim=True)).pow(cfg.rw_bg_power)
         walked = torch.cat([background, cams], dim=1)
         if walk:
-            pairs = radius_pairs(height, width, profile.aff_radius, device)
+            pairs = radius_pairs(height, width, cfg.radius, device)
             affinity = dense_affinity(pair_distances(features, pairs), pairs, height * width)
-            walked = random_walk(walked.flatten(2), affinity, profile.rw_beta, profile.rw_t).view_as(walked)
+            walked = random_walk(walked.flatten(2), affinity, cfg.rw_beta, cfg.rw_t).view_as(walked)
         for position, maps, size in zip(positions, walked, sizes):
             classes = (0, *sorted(dataset.images[position].labels))
-            results.append(_label_image(maps[list(classes)], classes, size, profile.label_min_score))
+            results.append(_label_image(maps[list(classes)], classes, size, cfg.label_min_score))
     return results
 
 
@@ -277,13 +290,26 @@ def _label_image(maps: torch.Tensor, classes: tuple[int, ...], size: tuple[int, 
 
 
 def make_semantic_labels(
-    classifier: Classifier, dataset, profile: Profile, device: torch.device, on_progress: Progress = None
+    classifier: Classifier,
+    dataset,
+    device: torch.device,
+    *,
+    cfg: AffinityConfig,
+    input_size: int,
+    batch_size: int,
+    seed: int = 0,
+    epoch_images: int | None = None,
+    on_progress: Progress = None,
 ) -> SemanticLabels:
-    """Round-1 cues of the SS branch: train AffinityNet on the CAM seeds, then label every image."""
+    """Round-1 cues of the SS branch: train AffinityNet on the CAM seeds, then label every image (``cfg``:
+    ``profile.aff``)."""
     train_progress, label_progress = split_progress(
-        on_progress, sum(_affinity_steps(len(dataset), profile)), num_batches(len(dataset), profile.infer_batch_size)
+        on_progress, sum(_affinity_steps(len(dataset), cfg, batch_size, epoch_images)),
+        num_batches(len(dataset), batch_size),
     )
-    affinity_net = train_affinity(classifier, dataset, profile, device, on_progress=train_progress)
+    shared = {"cfg": cfg, "input_size": input_size, "batch_size": batch_size}
+    affinity_net = train_affinity(classifier, dataset, device, **shared, seed=seed, epoch_images=epoch_images,
+                                  on_progress=train_progress)
     return SemanticLabels(
-        affinity_net, propagate_labels(classifier, affinity_net, dataset, profile, device, on_progress=label_progress)
+        affinity_net, propagate_labels(classifier, affinity_net, dataset, device, **shared, on_progress=label_progress)
     )

@@ -25,9 +25,10 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from wsis_core.choices import BACKBONE_NAMES, OUTPUT_STRIDES
 from wsis_core.device import forward_precision, resolve_precision
 from wsis_core.errors import WsisInputError
-from wsis_core.profiles import BACKBONE_NAMES, OUTPUT_STRIDES, Profile
+from wsis_core.profiles import BackboneConfig, ScheduleConfig
 from wsis_core.progress import Progress
 
 BACKBONES: dict[str, Callable[[], torchvision.models.ResNet]] = {
@@ -96,10 +97,9 @@ def build_backbone(
     return Backbone(resnet, freeze_bn)
 
 
-def backbone_for(profile: Profile) -> Backbone:
-    """The backbone a :class:`wsis_core.profiles.Profile` asks for."""
-    return build_backbone(profile.backbone, profile.output_stride, profile.backbone_weights, profile.freeze_bn,
-                          profile.backbone_weights_sha256)
+def backbone_for(cfg: BackboneConfig) -> Backbone:
+    """The backbone a profile's ``backbone`` section asks for."""
+    return build_backbone(cfg.name, cfg.output_stride, cfg.weights, cfg.freeze_bn, cfg.weights_sha256)
 
 
 def _dilate(stage: nn.Sequential, dilation: int) -> None:
@@ -211,24 +211,19 @@ class Schedule:
         return self.epochs * num_batches(self.epoch_size(num_items), self.batch_size)
 
 
-def branch_schedule(profile: Profile, branch: str, precision: str = "fp32") -> Schedule:
-    """The profile's ``<branch>_epochs``, ``_batch_size``, ``_lr`` and ``_weight_decay`` (branch ``cls``, ``aff``
-    or ``seg``) and its ``epoch_images``, in ``precision``."""
-    return Schedule(
-        epochs=getattr(profile, f"{branch}_epochs"),
-        batch_size=getattr(profile, f"{branch}_batch_size"),
-        lr=getattr(profile, f"{branch}_lr"),
-        weight_decay=getattr(profile, f"{branch}_weight_decay"),
-        seed=profile.seed,
-        epoch_items=profile.epoch_images,
-        precision=precision,
-    )
+def branch_schedule(
+    cfg: ScheduleConfig, *, seed: int = 0, epoch_images: int | None = None, precision: str = "fp32"
+) -> Schedule:
+    """The schedule of a branch section (``profile.cls``, ``.aff`` or ``.seg``: epochs, batch size, lr, weight
+    decay) with the run's ``seed`` and ``epoch_images``, in ``precision``."""
+    return Schedule(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, seed, epoch_images, precision)
 
 
-def cue_schedule(profile: Profile, branch: str, device: torch.device) -> Schedule:
-    """:func:`branch_schedule` of a round-1 cue network (``cls`` or ``aff``), in the profile's ``cue_precision``
-    resolved for ``device``."""
-    return branch_schedule(profile, branch, resolve_precision(profile.cue_precision, device))
+def cue_schedule(cfg: ScheduleConfig, device: torch.device, *, seed: int = 0, epoch_images: int | None = None) -> Schedule:
+    """:func:`branch_schedule` of a round-1 cue network (``profile.cls`` or ``profile.aff``) in its section's
+    ``precision`` resolved for ``device``."""
+    return branch_schedule(cfg, seed=seed, epoch_images=epoch_images,
+                           precision=resolve_precision(cfg.precision, device))
 
 
 def fit(

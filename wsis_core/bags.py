@@ -32,10 +32,11 @@ import torch
 from torchvision.ops import box_iou
 
 from wsis_core.ccgr import box_area, box_sum, integral_image
+from wsis_core.profiles import MilConfig
 from wsis_core.progress import Progress
 
-DEFAULT_TOP_K = 10
-DEFAULT_LAMBDA = 0.1
+DEFAULT_TOP_K = MilConfig().top_k  # the paper's 10
+DEFAULT_LAMBDA = MilConfig().lam  # the paper's 0.1
 
 
 @dataclass(frozen=True, eq=False)
@@ -162,15 +163,15 @@ def build_bags(
     foreground,
     proposals,
     *,
-    top_k: int = DEFAULT_TOP_K,
-    lam: float = DEFAULT_LAMBDA,
+    cfg: MilConfig = MilConfig(),
     on_progress: Progress = None,
 ) -> BagBuild:
     """Stage (first round): bags of every image in ``image_ids``, see :func:`bags_for_peaks`.
 
     peaks / foreground: mappings (or callables) image id -> list of peak dicts / class maps O.
     proposals: any source with ``proposals_for(image_id)`` (:mod:`wsis_core.proposals`).
-    Images without peaks get an empty list. ``on_progress(done, total)`` after each image.
+    ``cfg`` (``profile.mil``) gives ``top_k`` and the background penalty ``lam``. Images without peaks get an
+    empty list. ``on_progress(done, total)`` after each image.
     """
     peaks_of, maps_of = _lookup(peaks), _lookup(foreground)
     image_ids = list(image_ids)
@@ -181,7 +182,7 @@ def build_bags(
         if image_peaks:
             boxes, objectness = proposals.proposals_for(image_id)
             bags = bags_for_peaks(
-                image_id, image_peaks, maps_of(image_id), boxes, objectness, top_k=top_k, lam=lam
+                image_id, image_peaks, maps_of(image_id), boxes, objectness, top_k=cfg.top_k, lam=cfg.lam
             )
         bags_by_image[image_id] = bags
         num_peaks += len(image_peaks)
@@ -196,15 +197,15 @@ def build_bags_from_boxes(
     predictions: Mapping[int, tuple],
     proposals,
     *,
-    top_k: int = DEFAULT_TOP_K,
+    cfg: MilConfig = MilConfig(),
     on_progress: Progress = None,
 ) -> dict[int, list[Bag]]:
     """Stage (later rounds): image id -> (boxes [M, 4], labels [M]) predicted by the IS branch to
-    bags, see :func:`bags_from_boxes`. ``on_progress(done, total)`` after each image."""
+    bags of ``cfg.top_k`` proposals (``profile.mil``), see :func:`bags_from_boxes`. ``on_progress(done, total)`` after each image."""
     bags_by_image = {}
     for done, (image_id, (boxes, labels)) in enumerate(predictions.items(), start=1):
         proposal_boxes, _ = proposals.proposals_for(image_id)
-        bags_by_image[image_id] = bags_from_boxes(image_id, boxes, labels, proposal_boxes, top_k=top_k)
+        bags_by_image[image_id] = bags_from_boxes(image_id, boxes, labels, proposal_boxes, top_k=cfg.top_k)
         if on_progress:
             on_progress(done, len(predictions))
     return bags_by_image

@@ -41,7 +41,7 @@ def box_annotation(ann_id: int, image_id: int, category: int, box, score: float,
 
 def segment_boxes(ctx: RoundContext) -> list[dict]:
     """The ``box_source="seg"`` boxes of the round (Table 3's "Seg only"): one box per connected component of
-    each image-level class's argmax mask of the SS score maps S, at least ``min_instance_pixels`` large."""
+    each image-level class's argmax mask of the SS score maps S, at least ``pseudo.min_instance_pixels`` large."""
     annotations = []
     for info in ctx.train_set.images:
         scores = ctx.work.read_scores(SCORE_MAPS, image_stem(info))
@@ -51,7 +51,7 @@ def segment_boxes(ctx: RoundContext) -> list[dict]:
             for index, found in enumerate(scipy.ndimage.find_objects(components), start=1):
                 ys, xs = found
                 area = int((components[found] == index).sum())
-                if area < ctx.profile.min_instance_pixels:
+                if area < ctx.profile.pseudo.min_instance_pixels:
                     continue
                 center = ((xs.start + xs.stop) / 2, (ys.start + ys.stop) / 2)
                 annotations.append(box_annotation(
@@ -63,7 +63,7 @@ def segment_boxes(ctx: RoundContext) -> list[dict]:
 
 def refine_boxes(ctx: RoundContext, annotations: list[dict], on_progress: Progress) -> list[dict]:
     """CCGR (Eq. 3) of the round's box ``annotations`` on their classes' SS score maps, with the peaks of the
-    round folder; returns them with refined ``bbox`` and ``area``. Images go in chunks of ``ccgr_chunk_images``,
+    round folder; returns them with refined ``bbox`` and ``area``. Images go in chunks of ``ccgr.chunk_images``,
     all boxes of a chunk in one batched ``ccgr_refine``."""
     by_image = defaultdict(list)
     for ann in annotations:
@@ -73,8 +73,8 @@ def refine_boxes(ctx: RoundContext, annotations: list[dict], on_progress: Progre
     for info in ctx.train_set.images:
         if by_image[info.id]:
             by_size[(info.height, info.width)].append(info)
-    chunks = [group[i : i + ctx.profile.ccgr_chunk_images]
-              for group in by_size.values() for i in range(0, len(group), ctx.profile.ccgr_chunk_images)]
+    size = ctx.profile.ccgr.chunk_images
+    chunks = [group[i : i + size] for group in by_size.values() for i in range(0, len(group), size)]
     refined = {}
     for done, chunk in enumerate(chunks, start=1):
         refined.update(_refine_chunk(ctx, chunk, by_image, peaks))
@@ -97,14 +97,13 @@ def _refine_chunk(ctx: RoundContext, infos, by_image, peaks) -> dict[int, dict]:
             boxes.append(xyxy(ann["bbox"]))
             box_map.append(map_of[key])
             ids.append(ann["id"])
-    device, profile = ctx.device, ctx.profile
+    device, cfg = ctx.device, ctx.profile.ccgr
     result = ccgr_refine(
         torch.stack(maps).to(device), torch.tensor(boxes, dtype=torch.float32, device=device),
         torch.tensor(box_map, device=device),
         peaks=torch.tensor(peak_xy, dtype=torch.float32, device=device).view(-1, 2),
         peak_map_idx=torch.tensor(peak_map, dtype=torch.long, device=device),
-        iters=profile.ccgr_iters, lr=profile.ccgr_lr, context_scale=profile.ccgr_context_scale, gap=profile.ccgr_gap,
-        moves=profile.ccgr_moves,
+        iters=cfg.iters, lr=cfg.lr, context_scale=cfg.context_scale, gap=cfg.gap, moves=cfg.moves,
     ).cpu()
     return {ann_id: {"bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)}
             for ann_id, (x1, y1, x2, y2) in zip(ids, result.tolist())}

@@ -29,11 +29,11 @@ from dataclasses import dataclass
 
 import torch
 
-GAP_MODES = ("ring", "paper")
-# "free": every side moves either way (the paper); "outward": a side only moves away from the box's centre, so
-# a box only grows from its starting box (a box on a discriminative part grows to the object, never shrinks
-# onto the part when S itself is strongest there).
-MOVE_MODES = ("free", "outward")
+from wsis_core.choices import GAP_MODES, MOVE_MODES
+
+# Move modes (wsis_core.choices.MOVE_MODES): "free": every side moves either way (the paper); "outward": a side
+# only moves away from the box's centre, so a box only grows from its starting box (a box on a discriminative
+# part grows to the object, never shrinks onto the part when S itself is strongest there).
 MIN_BOX_SIZE = 2.0  # px; boxes are kept at least this wide and high
 DEFAULT_LR_FRACTION = 0.01  # default Adam step size: 1 % of max(H, W) px per iteration
 ADAM_BETAS = (0.9, 0.999)

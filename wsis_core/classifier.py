@@ -6,7 +6,7 @@ class logit, trained with binary cross entropy against the image-level labels. T
 max-normalised response maps are the class activation maps (CAM, Zhou et al. 2016) that PSA (Ahn &
 Kwak 2018) turns into seeds, and their local maxima are PRM's peaks (:mod:`wsis_core.peaks`).
 
-Pooling (``Profile.cls_pooling``):
+Pooling (``profile.cls.pooling``):
 
 * ``gap`` (default): global average pooling, as CAM and PSA.
 * ``lse``: log-sum-exp pooling ``(1/r) log mean exp(r x)`` (Pinheiro & Collobert, "From image-level to
@@ -16,7 +16,7 @@ Pooling (``Profile.cls_pooling``):
   data, 1,200 images) it made the CAMs too peaky: the PSA labels collapsed to background, so it is
   not the default; it stays for pretrained backbones and further study.
 
-Training also rescales each batch by a random factor (``cls_min_scale`` … ``cls_max_scale`` of the input
+Training also rescales each batch by a random factor (``cls.min_scale`` … ``cls.max_scale`` of the input
 size; whole images, so the image-level labels stay true): objects then appear at several sizes
 relative to the receptive field, as with the multi-scale training and inference of PSA.
 """
@@ -30,11 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsis_core.backbone import Backbone, backbone_for, cue_schedule, fit, load_batch, present_classes, random_flip
+from wsis_core.choices import POOLINGS
 from wsis_core.data.guard import weak_supervision
-from wsis_core.profiles import Profile
+from wsis_core.profiles import BackboneConfig, ClassifierConfig
 from wsis_core.progress import Progress
-
-POOLINGS = ("gap", "lse")
 
 
 class Classifier(nn.Module):
@@ -70,8 +69,9 @@ def pool_maps(maps: torch.Tensor, pooling: str, lse_r: float) -> torch.Tensor:
     return (torch.logsumexp(lse_r * flat, dim=2) - math.log(flat.shape[2])) / lse_r
 
 
-def build_classifier(profile: Profile, num_classes: int) -> Classifier:
-    return Classifier(backbone_for(profile), num_classes, profile.cls_pooling, profile.cls_lse_r)
+def build_classifier(num_classes: int, *, cfg: ClassifierConfig, backbone: BackboneConfig) -> Classifier:
+    """A new classifier on a new backbone (``profile.backbone``) with the pooling of ``cfg`` (``profile.cls``)."""
+    return Classifier(backbone_for(backbone), num_classes, cfg.pooling, cfg.lse_r)
 
 
 def random_scale(generator: torch.Generator, images: torch.Tensor, low: float, high: float) -> torch.Tensor:
@@ -91,21 +91,28 @@ def classification_loss(model: Classifier, images: torch.Tensor, present: torch.
 
 
 def train_classifier(
-    dataset, profile: Profile, device: torch.device, model: Classifier | None = None, on_progress: Progress = None
+    dataset,
+    model: Classifier,
+    device: torch.device,
+    *,
+    cfg: ClassifierConfig,
+    input_size: int,
+    seed: int = 0,
+    epoch_images: int | None = None,
+    on_progress: Progress = None,
 ) -> Classifier:
-    """Train the classifier on ``dataset`` (images + ``ImageInfo.labels`` only); returns it in eval mode.
-
-    A new model is built from the profile unless ``model`` is given (to continue training).
-    """
-    model = (model if model is not None else build_classifier(profile, len(dataset.classes))).to(device)
+    """Train ``model`` (:func:`build_classifier`) on ``dataset`` (images + ``ImageInfo.labels`` only) with the
+    schedule, precision and rescaling of ``cfg`` (``profile.cls``); returns it in eval mode."""
+    model = model.to(device)
 
     def batch_loss(positions: list[int], generator: torch.Generator) -> torch.Tensor:
-        (images,) = random_flip(generator, load_batch(dataset, positions, profile.input_size).to(device))
-        images = random_scale(generator, images, profile.cls_min_scale, profile.cls_max_scale)
+        (images,) = random_flip(generator, load_batch(dataset, positions, input_size).to(device))
+        images = random_scale(generator, images, cfg.min_scale, cfg.max_scale)
         return classification_loss(model, images, present_classes(dataset, positions).to(device))
 
+    schedule = cue_schedule(cfg, device, seed=seed, epoch_images=epoch_images)
     with weak_supervision():
-        fit(model, len(dataset), batch_loss, cue_schedule(profile, "cls", device), device, on_progress)
+        fit(model, len(dataset), batch_loss, schedule, device, on_progress)
     return model
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from wsis_core.choices import BOX_SOURCES, GAP_MODES, SUPERVISIONS
 from wsis_core.data.synth import DIFFICULTIES
 from wsis_core.errors import WsisInputError
 
@@ -95,7 +96,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _profile_overrides(args: argparse.Namespace) -> dict:
-    """``--set FIELD=VALUE`` pairs (any profile field) plus the dedicated flags."""
+    """``--set FIELD=VALUE`` pairs (any dotted profile field, e.g. ``instance.lr=0.01``; the value is parsed as
+    the field's type when the profile is built) plus the dedicated flags."""
+    from wsis_core.profiles import WEIGHTS_FIELD
+
     overrides = {}
     for item in args.set or []:
         name, sep, value = item.partition("=")
@@ -105,7 +109,7 @@ def _profile_overrides(args: argparse.Namespace) -> dict:
     if getattr(args, "backbone_weights", None):
         if not Path(args.backbone_weights).is_file():
             raise WsisInputError(f"{args.backbone_weights}: backbone weights file not found")
-        overrides["backbone_weights"] = args.backbone_weights
+        overrides[WEIGHTS_FIELD] = args.backbone_weights
     return overrides
 
 
@@ -175,7 +179,8 @@ def cmd_ccgr(args: argparse.Namespace) -> None:
 
     work = Path(args.work)
     config = read_config(work)
-    overrides = {**config.overrides, "ccgr_iters": args.iters, "ccgr_gap": args.gap}
+    flags = {"ccgr.iters": args.iters, "ccgr.gap": args.gap}  # only the flags given change the stored profile
+    overrides = {**config.overrides, **{name: value for name, value in flags.items() if value is not None}}
     config = dataclasses.replace(config, ccgr=not args.no_ccgr, overrides=overrides)
     _run_standalone(work, config, ("ccgr", "pseudo_labels"), args.device)
     print(f"wrote {work / 'ccgr_boxes.json'} and {work / 'pseudo_labels.json'}")
@@ -235,7 +240,8 @@ def cmd_profile_show(args: argparse.Namespace) -> None:
 
     rows = describe_fields(args.profile)
     width = max(len(f"{name} = {value!r}") for name, _, value, _ in rows)
-    print(f"profile {args.profile}: every field (--set FIELD=VALUE, or config.overrides in the API)")
+    print(f"profile {args.profile}: every field (--set FIELD=VALUE, e.g. --set instance.lr=0.01, or "
+          "config.overrides in the API)")
     for name, type_name, value, meaning in rows:
         print(f"  {f'{name} = {value!r}':<{width}}  [{type_name}] {meaning}")
 
@@ -267,7 +273,8 @@ def _add_profile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed of every stage")
     parser.add_argument("--backbone-weights", help="local torchvision ResNet state_dict (default: random init)")
     parser.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                        help="override a profile field (repeatable); `wsis profile show` lists them")
+                        help="override a dotted profile field, e.g. instance.lr=0.01 (repeatable); "
+                             "`wsis profile show` lists them")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -323,8 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ccgr = command("ccgr", "CCGR (Eq. 3) of the MIL boxes → ccgr_boxes.json, pseudo_labels.json")
     ccgr.add_argument("--work", required=True, help="work folder of `wsis cues` and `wsis mil`")
-    ccgr.add_argument("--iters", type=int, default=200, help="CCGR gradient steps per box")
-    ccgr.add_argument("--gap", choices=("ring", "paper"), default="ring", help="the gap term of Eq. 3")
+    ccgr.add_argument("--iters", type=int, help="CCGR gradient steps per box (default: the work folder's ccgr.iters)")
+    ccgr.add_argument("--gap", choices=GAP_MODES, help="the gap term of Eq. 3 (default: the work folder's ccgr.gap)")
     ccgr.add_argument("--no-ccgr", action="store_true", help="crop with the MIL boxes (Table 3 ablation)")
     _add_device_option(ccgr)
     ccgr.set_defaults(handler=cmd_ccgr)
@@ -333,10 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, help="dataset folder (tagged, VOC or COCO layout)")
     train.add_argument("--out", required=True, help="run folder")
     train.add_argument("--rounds", type=int, default=3, help="rounds to run (or to reach, with --resume)")
-    train.add_argument("--supervision", choices=("weak", "full"), default="weak",
+    train.add_argument("--supervision", choices=SUPERVISIONS, default="weak",
                        help="weak: image-level labels; full: the fully supervised upper bound on true masks")
     train.add_argument("--no-ccgr", action="store_true", help="crop with the MIL boxes (Table 3 ablation)")
-    train.add_argument("--box-source", choices=("mil", "seg"), default="mil",
+    train.add_argument("--box-source", choices=BOX_SOURCES, default="mil",
                        help="pseudo-label boxes from MIL, or from the SS masks (Table 3's Seg only)")
     train.add_argument("--proposals", default="selective-search", help="selective-search or a folder of MCG/npz/json files")
     train.add_argument("--resume", action="store_true", help="continue the run in --out with its stored configuration")

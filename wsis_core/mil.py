@@ -39,6 +39,7 @@ from torchvision.ops import batched_nms, roi_align
 
 from wsis_core.backbone import Schedule, fit
 from wsis_core.bags import Bag
+from wsis_core.profiles import MilConfig
 from wsis_core.progress import Progress
 
 Transform = Callable[[np.ndarray], torch.Tensor]  # uint8 [H, W, 3] RGB -> normalised [1, 3, H', W']
@@ -169,15 +170,14 @@ def train_mil(
     proposals,
     *,
     transform: Transform,
-    epochs: int = 1,
-    lr: float = 1e-4,
-    weight_decay: float = 1e-4,
+    cfg: MilConfig,
     device: str | torch.device = "cpu",
     seed: int = 0,
     epoch_images: int | None = None,
     on_progress: Progress = None,
 ) -> list[float]:
-    """Stage: train backbone + head on the bags with L_MIL (Eq. 2), one image (all its bags) per step.
+    """Stage: train backbone + head on the bags with L_MIL (Eq. 2), one image (all its bags) per step, for the
+    epochs, lr and weight decay of ``cfg`` (``profile.mil``).
 
     Adam over every parameter with ``requires_grad`` (freeze backbone layers by turning it off), images
     with bags in a fresh seeded order each epoch, at most ``epoch_images`` of them per epoch (None: all).
@@ -192,7 +192,7 @@ def train_mil(
         phi, _, _, labels, _, _ = _image_scores(backbone, head, dataset, index, bags, proposals, device, transform)
         return mil_loss(phi, labels)
 
-    schedule = Schedule(epochs, 1, lr, weight_decay, seed, epoch_images)
+    schedule = Schedule(cfg.epochs, 1, cfg.lr, cfg.weight_decay, seed, epoch_images)
     return fit(model, len(positions), image_loss, schedule, torch.device(device), on_progress)
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from wsis_core.backbone import iterate_images, present_classes
 from wsis_core.classifier import Classifier
-from wsis_core.profiles import Profile
+from wsis_core.profiles import ClassifierConfig
 from wsis_core.progress import Progress
 
 
@@ -65,12 +65,16 @@ def to_image_coordinate(cell: int, map_size: int, image_size: int) -> int:
 def find_peaks(
     classifier: Classifier,
     dataset,
-    profile: Profile,
     device: torch.device,
+    *,
+    cfg: ClassifierConfig,
+    input_size: int,
+    batch_size: int,
     indices: Sequence[int] | None = None,
     on_progress: Progress = None,
 ) -> list[list[dict]]:
-    """PRM peaks of the image-level classes of each image (all, or those at ``indices``).
+    """PRM peaks of the image-level classes of each image (all, or those at ``indices``), with the peak
+    window, threshold and minimum score of ``cfg`` (``profile.cls``), in batches of ``batch_size``.
 
     Returns, per image, ``{"class", "x", "y", "score"}`` dicts with x, y in pixels of the original image.
     """
@@ -78,12 +82,12 @@ def find_peaks(
     indices = range(len(dataset)) if indices is None else indices
     results: list[list[dict]] = []
     for positions, images, sizes in iterate_images(
-        dataset, indices, profile.input_size, profile.infer_batch_size, device, on_progress
+        dataset, indices, input_size, batch_size, device, on_progress
     ):
         maps = classifier.response_maps(images)
         h, w = maps.shape[-2:]
         per_image = local_peaks(
-            maps, present_classes(dataset, positions), profile.peak_window, profile.peak_threshold, profile.peak_min_score
+            maps, present_classes(dataset, positions), cfg.peak_window, cfg.peak_threshold, cfg.peak_min_score
         )
         for peaks, (height, width) in zip(per_image, sizes):
             results.append(

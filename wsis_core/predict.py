@@ -33,8 +33,8 @@ def _predict(run_dir: Path, round_number: int | None, dataset, device: str, on_p
     config = read_config(run_dir)
     model_path = _model_path(run_dir, round_number)
     profile = config.build_profile()
-    model = load_mask_rcnn(profile, len(config.classes) + 1, model_path)
-    return predict_instances(model, dataset, device=resolve_device(device), score_threshold=profile.is_score_threshold,
+    model = load_mask_rcnn(model_path, len(config.classes) + 1, cfg=profile.instance, backbone=profile.backbone)
+    return predict_instances(model, dataset, device=resolve_device(device), score_threshold=profile.instance.score_threshold,
                              batch_size=profile.infer_batch_size, on_progress=on_progress)
 
 

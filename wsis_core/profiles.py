@@ -1,404 +1,403 @@
-"""Run profiles: every knob of every stage (cues, SS, proposals, MIL, CCGR, pseudo labels, IS branch) in one
-plain dataclass.
+"""Run profiles: every knob of every branch, one frozen, validated pydantic model per branch.
+
+A :class:`Profile` holds the shared fields (``seed``, ``input_size``, ``infer_batch_size``, ``epoch_images``),
+the shared ``backbone`` and one section per branch: ``cls`` (classifier, CAMs, PRM peaks), ``aff``
+(AffinityNet, PSA seeds, random walk), ``seg`` (SS branch), ``mil`` (proposals, bags, WSDDN), ``ccgr``,
+``pseudo`` (pseudo instance labels) and ``instance`` (the IS branch, Mask R-CNN). Each field carries its
+bounds and a one-line meaning (``wsis profile show`` prints them); a field is named by its dotted path, e.g.
+``instance.lr``, in ``--set instance.lr=0.01`` and in a run's ``overrides``. Branch functions take their
+section (``train_mil(..., cfg=profile.mil)``).
 
 ``tiny`` runs end to end on a few hundred small images on a laptop CPU (ResNet-18, 128 px inputs, few
-epochs; where it departs from the paper's recipe, the field's comment says why). ``paper`` follows the
-paper's "Implementation details" (ResNet-50, Adam, lr 1e-4, weight decay 1e-4, SS batch size 1) and PSA
-(Ahn & Kwak 2018) for the CAM/AffinityNet settings (448 px inputs, output stride 8, radius 5, beta 8,
-t = 2^8, background power 16); it needs a GPU. Any field can be overridden with :func:`get_profile` (the CLI
-exposes them all).
+epochs; where it departs from the paper's recipe, the field says why, and ``docs/decisions.md`` has the
+measurements). ``paper`` follows the paper's "Implementation details" (ResNet-50, Adam, lr 1e-4, weight decay
+1e-4, SS batch size 1) and PSA (Ahn & Kwak 2018) for the CAM/AffinityNet settings (448 px inputs, output
+stride 8, radius 5, beta 8, t = 2^8, background power 16); it needs a GPU.
+
+Adding a field: declare it in its section with its bounds and ``description``; :func:`get_profile`, ``--set``,
+the API's overrides and ``wsis profile show`` pick it up.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import re
+import difflib
 import typing
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any, Literal
 
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from wsis_core.choices import BackboneName, CropMode, GapMode, MoveMode, OutputStride, Pooling, Precision
 from wsis_core.errors import WsisInputError
 
-# Names of torchvision ResNet constructors (wsis_core.backbone builds them) and their output strides.
-# Kept here, without importing torch, so that the API validates run configurations cheaply.
-BACKBONE_NAMES = ("resnet18", "resnet50")
-OUTPUT_STRIDES = (8, 16, 32)
-PRECISIONS = ("auto", "fp32", "bf16")  # training forward passes: bf16 autocast where native ("auto"), fp32, bf16
+MAX_PATH_CHARS = 1000
+MAX_PSP_BINS = 16  # pyramid levels of the SS branch (PSPNet: 4)
+# The override naming a local backbone weights file (the API and the workers confine it to WSIS_WEIGHTS_ROOT).
+WEIGHTS_FIELD = "backbone.weights"
 
 
-@dataclass(frozen=True)
-class Profile:
-    name: str = "tiny"
-    # Shared backbone (paper: ResNet-50).
-    backbone: str = "resnet18"
-    backbone_weights: str | None = None  # local torchvision state_dict file; None = random init
-    backbone_weights_sha256: str | None = None  # hex sha256 the weights file must have (None: not checked)
-    output_stride: int = 8  # 16x16 maps at 128 px: stride 16 (8x8) left PSA below raw CAMs (bench/cues_quality.py)
-    input_size: int = 128  # images are resized to input_size x input_size for the networks
-    freeze_bn: bool = False  # keep batch-norm statistics fixed (needed for batch size 1)
-    seed: int = 0
-    infer_batch_size: int = 16
-    # Images an epoch of every training loop draws (a fresh random subset each epoch; None: the whole train split).
-    # tiny's epochs were set on 200 images: the cap keeps its step counts, and so its time per round, from growing
-    # with the data (600 images: 3 rounds in 18.2 min on 2 CPU cores, bench/results/paper_tables_600_cpu.md).
-    epoch_images: int | None = 200
-    # Training forward pass of the round-1 cue networks (classifier and AffinityNet): "auto" = bf16 autocast where
-    # the device has bf16 instructions, else fp32. On 2 CPU cores with AVX-512 BF16 it cut their training by 45 % /
-    # 36 % at the same PSA label mIoU; the SS branch lost 0.8 / 4.5 mIoU points in bf16 (seeds 0 / 1), so it and the
-    # MIL branch stay fp32 (bench/results/cue_precision_cpu.md).
-    cue_precision: str = "auto"
-    # Multi-label classifier (image-level labels, BCE): CAMs and PRM peaks.
-    # Cue steps (epochs of epoch_images), bench/results/cue_steps_600_cpu.md; the classifier's 6 became 20 where a
-    # small part tells the class and 6 left it (its peaks and CAMs) unfit (bench/results/parts_round1_stages.md).
-    cls_epochs: int = 20
-    cls_batch_size: int = 16
-    cls_lr: float = 3e-4  # 1e-3 did not fit the synthetic set from random init; 3e-4 did
-    cls_weight_decay: float = 1e-4
-    cls_pooling: str = "gap"  # "gap" (CAM/PSA) or "lse" (log-sum-exp, Pinheiro & Collobert 2015)
-    cls_lse_r: float = 5.0  # sharpness r of log-sum-exp pooling (r -> 0: average, r -> inf: max)
-    cls_min_scale: float = 1.0  # training batches are resized by a random factor in [min, max]
-    cls_max_scale: float = 1.0
-    peak_window: int = 5  # odd side of the local-maximum window, in response-map cells (PRM: 3; 5: one per part)
-    peak_threshold: float = 0.5  # a peak must reach this fraction of its map's range
-    peak_min_score: float | None = 0.0  # a peak's response must exceed this (None: any response; PRM: positive)
-    # PSA seeds from normalised CAMs. PSA's background (1 - max CAM)^alpha with alpha 4 / 32 marks a
-    # pixel foreground / background exactly where max CAM > 0.28 / < 0.08, hence these defaults.
-    cam_fg_threshold: float = 0.28
-    cam_bg_threshold: float = 0.08
-    # AffinityNet (stride-8 features) and random walk.
-    aff_epochs: int = 0  # 0 with rw_t 0: tiny's SS labels come from the CAMs, AffinityNet is not trained
-    aff_batch_size: int = 16
-    aff_lr: float = 3e-4
-    aff_weight_decay: float = 1e-4
-    aff_radius: int = 5  # pixel pairs closer than this (in stride-8 cells) get an affinity
-    rw_beta: float = 8.0  # affinities are raised to beta before normalisation
-    # Random-walk steps (power of the transition matrix; PSA's 256 suit its 56x56 maps, they over-smooth tiny's
-    # 16x16, bench/results/cues_quality_cpu.md) and background score (1 - max CAM)^power walked with the CAMs
-    # (PSA: 16). On textured bodies 32 steps with power 4 flooded the objects with background, and every walk
-    # lowered the labels against the CAMs themselves: rw_t 0 (no walk) with power 1 gave the best S, boxes and
-    # pseudo masks on parts and easy (bench/results/parts_round1_stages.md).
-    rw_t: int = 0
-    rw_bg_power: float = 1.0
-    label_min_score: float = 0.5  # pixels whose top propagated score is lower get the ignore label
-    # SS branch (FCN + PSP pyramid pooling).
-    seg_epochs: int = 3
-    seg_batch_size: int = 16
-    seg_lr: float = 3e-4
-    seg_weight_decay: float = 1e-4
-    psp_bins: tuple[int, ...] = (1, 2, 3, 6)
-    seg_image_classes: bool = True  # S of a train image over background + its labelled classes only
-    # Proposals (selective search; MCG files can be given instead) and bags (Eq. 4).
-    proposal_max: int = 2000
-    proposal_workers: int = 2
-    mil_top_k: int = 10  # proposals kept per bag (paper: 10)
-    mil_lambda: float = 0.1  # background penalty of Eq. 4 (paper: 0.1)
-    # MIL branch (WSDDN, Eq. 2) on the shared backbone, one image per step (paper).
-    mil_epochs: int = 3
-    mil_lr: float = 1e-4
-    mil_weight_decay: float = 1e-4
-    mil_feature_stage: int = 2  # backbone stage (0-3) whose features ROIAlign pools
-    mil_hidden: int = 256
-    mil_nms_iou: float = 0.5  # of two MIL boxes of one class overlapping more, the weaker goes (1: keep all, paper)
-    # CCGR (Eq. 3) and pseudo instance labels.
-    ccgr_iters: int = 200
-    ccgr_lr: float | None = None  # None: 1 % of the map's longer side per iteration
-    ccgr_context_scale: float = 1.5
-    ccgr_gap: str = "ring"
-    # "outward": box sides only move out, a box only grows from its MIL box ("free": the paper; on our S maps free
-    # boxes shrink onto the part S is strongest on, bench/results/parts_round1_stages.md).
-    ccgr_moves: str = "outward"
-    ccgr_chunk_images: int = 64  # images whose boxes are refined in one batched call
-    crop_mode: str = "argmax"  # instance pixels: argmax of S is the box's class, or score > crop_threshold
-    crop_threshold: float = 0.5
-    min_instance_pixels: int = 10
-    # IS branch (Mask R-CNN with FPN).
-    is_epochs: int = 6
-    is_batch_size: int = 4
-    is_lr: float = 0.005  # 0.01 at batch 2-3 was stable in short CPU runs, 0.02 diverged
-    is_weight_decay: float = 1e-4
-    is_min_size: int = 160
-    is_max_size: int = 267
-    is_proposals: int = 300  # RPN proposals kept per image in training (half at test time)
-    is_rois: int = 64  # RoIs sampled per image for the box and mask losses
-    is_mask_channels: int = 64  # the mask head's width dominates a CPU iteration (torchvision: 256)
-    # FPN width, read by the RPN head, box head and mask head (torchvision: 256). 128 halves a CPU IS stage and
-    # kept mAP_r@0.5 fully supervised, but weak round 1 lost 3.8-4.5 points (bench/results/is_fpn_width_cpu.md).
-    is_fpn_channels: int = 256
-    is_box_head_size: int = 1024  # the box head's fully connected width (torchvision: 1024)
-    # IS training forward pass: "auto" = bf16 autocast where the device has bf16 instructions (2 CPU cores with
-    # AVX-512 BF16: -24 % is_train at the same mAP, bench/results/is_precision_cpu.md), else fp32.
-    is_precision: str = "auto"
-    is_score_threshold: float = 0.05  # predictions kept for evaluation
-    is_label_score: float = 0.5  # IS predictions that become the next round's bags and SS labels
+# Bounded field types. Upper bounds are far above any useful setting, low enough that no configuration keeps a
+# worker busy for days or exhausts its memory before its first progress report.
+def _count(low: int, high: int) -> Any:
+    return Annotated[int, Field(ge=low, le=high)]
 
-    def __post_init__(self):
-        for f in dataclasses.fields(self):
-            _check_type(f.name, getattr(self, f.name), _HINTS[f.name])
-        for name, maximum in MAXIMA.items():
-            values = getattr(self, name)
-            for value in values if isinstance(values, tuple) else (values,):
-                _require(value is None or value <= maximum, name, values, f"at most {maximum:g}")
-        _require(self.backbone_weights_sha256 is None or re.fullmatch(r"[0-9a-f]{64}", self.backbone_weights_sha256)
-                 is not None, "backbone_weights_sha256", self.backbone_weights_sha256, "64 lowercase hex digits")
-        _require(self.backbone_weights is None or len(self.backbone_weights) <= MAX_PATH_CHARS, "backbone_weights",
-                 f"{(self.backbone_weights or '')[:40]}...", f"at most {MAX_PATH_CHARS} characters")
-        _require(self.backbone in BACKBONE_NAMES, "backbone", self.backbone, f"choose from {', '.join(BACKBONE_NAMES)}")
-        _require(self.output_stride in OUTPUT_STRIDES, "output_stride", self.output_stride, f"one of {OUTPUT_STRIDES}")
-        _require(self.input_size >= 32, "input_size", self.input_size, "at least 32")
-        for name in ("infer_batch_size", "cls_batch_size", "aff_batch_size", "seg_batch_size", "aff_radius"):
-            _require(getattr(self, name) >= 1, name, getattr(self, name), "at least 1")
-        for name in ("cls_epochs", "aff_epochs", "seg_epochs", "rw_t"):
-            _require(getattr(self, name) >= 0, name, getattr(self, name), "not negative")
-        for name in ("cls_lr", "aff_lr", "seg_lr", "rw_beta", "rw_bg_power", "cls_lse_r", "cls_min_scale"):
-            _require(getattr(self, name) > 0, name, getattr(self, name), "positive")
-        for name in ("cls_weight_decay", "aff_weight_decay", "seg_weight_decay"):
-            _require(getattr(self, name) >= 0, name, getattr(self, name), "not negative")
-        for name in ("peak_threshold", "cam_fg_threshold", "cam_bg_threshold", "label_min_score"):
-            _require(0 <= getattr(self, name) <= 1, name, getattr(self, name), "between 0 and 1")
-        _require(self.cls_pooling in ("gap", "lse"), "cls_pooling", self.cls_pooling, "gap or lse")
-        _require(
-            self.cls_min_scale <= self.cls_max_scale, "cls_min_scale", self.cls_min_scale,
-            f"at most cls_max_scale ({self.cls_max_scale})",
-        )
-        _require(self.peak_window >= 1 and self.peak_window % 2 == 1, "peak_window", self.peak_window, "odd, >= 1")
-        _require(
-            self.cam_bg_threshold <= self.cam_fg_threshold, "cam_bg_threshold", self.cam_bg_threshold,
-            f"at most cam_fg_threshold ({self.cam_fg_threshold})",
-        )
-        _require(len(self.psp_bins) > 0 and min(self.psp_bins) >= 1, "psp_bins", self.psp_bins, "positive bin sizes")
-        for name in ("proposal_max", "proposal_workers", "mil_top_k", "mil_hidden", "ccgr_chunk_images",
-                     "is_batch_size", "is_min_size", "is_max_size", "is_proposals", "is_rois", "is_mask_channels",
-                     "is_fpn_channels", "is_box_head_size"):
-            _require(getattr(self, name) >= 1, name, getattr(self, name), "at least 1")
-        for name in ("mil_epochs", "ccgr_iters", "is_epochs", "min_instance_pixels"):
-            _require(getattr(self, name) >= 0, name, getattr(self, name), "not negative")
-        _require(self.ccgr_lr is None or self.ccgr_lr > 0, "ccgr_lr", self.ccgr_lr, "positive or none")
-        for name in ("mil_lr", "is_lr", "ccgr_context_scale"):
-            _require(getattr(self, name) > 0, name, getattr(self, name), "positive")
-        for name in ("crop_threshold", "is_score_threshold", "is_label_score", "mil_nms_iou"):
-            _require(0 <= getattr(self, name) <= 1, name, getattr(self, name), "between 0 and 1")
-        _require(self.ccgr_context_scale > 1, "ccgr_context_scale", self.ccgr_context_scale, "greater than 1")
-        _require(self.ccgr_gap in ("ring", "paper"), "ccgr_gap", self.ccgr_gap, "ring or paper")
-        _require(self.ccgr_moves in ("free", "outward"), "ccgr_moves", self.ccgr_moves, "free or outward")
-        for name in ("cue_precision", "is_precision"):
-            _require(getattr(self, name) in PRECISIONS, name, getattr(self, name), " or ".join(PRECISIONS))
-        _require(self.epoch_images is None or self.epoch_images >= 1, "epoch_images", self.epoch_images, "at least 1 or none")
-        _require(self.crop_mode in ("argmax", "threshold"), "crop_mode", self.crop_mode, "argmax or threshold")
-        _require(0 <= self.mil_feature_stage <= 3, "mil_feature_stage", self.mil_feature_stage, "between 0 and 3")
+
+def _positive(high: float) -> Any:
+    return Annotated[float, Field(gt=0, le=high)]
+
+
+def _at_most(high: float, low: float | None = 0.0) -> Any:
+    return Annotated[float, Field(ge=low, le=high)]
+
+
+Fraction = Annotated[float, Field(ge=0, le=1)]
+LearningRate = _positive(10.0)
+WeightDecay = _at_most(1.0)
+Epochs = _count(0, 1000)
+
+
+def _tuple_from_list(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value  # e.g. a config read back from JSON
+
+
+def _meaning(text: str, default: Any = ...) -> Any:
+    return Field(default, description=text)
+
+
+class Section(BaseModel):
+    """A frozen group of fields validated strictly: no unknown field, no bool for a number, finite floats."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class BackboneConfig(Section):
+    """The shared backbone of every branch (paper: ResNet-50)."""
+
+    name: BackboneName = _meaning("shared backbone of every branch: resnet18 or resnet50", "resnet18")
+    weights: Annotated[str, Field(max_length=MAX_PATH_CHARS)] | None = _meaning(
+        "local torchvision ResNet state_dict file (none: random initialisation)", None)
+    weights_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = _meaning(
+        "sha256 the weights file must have, 64 lowercase hex digits (none: not checked)", None)
+    # 8: at 128 px stride 16 left PSA's labels below the raw CAMs, docs/decisions.md#output-stride
+    output_stride: OutputStride = _meaning("backbone output stride of the cue networks: 8, 16 or 32", 8)
+    freeze_bn: bool = _meaning("keep batch-norm statistics fixed (needed for batch size 1)", False)
+
+    def without_weights(self) -> BackboneConfig:
+        """The same architecture without its local weights file (a checkpoint's weights replace them)."""
+        return self.model_copy(update={"weights": None, "weights_sha256": None})
+
+
+class ScheduleConfig(Section):
+    """What every Adam-trained branch (``cls``, ``aff``, ``seg``) has: epochs, batch size, lr, weight decay."""
+
+    epochs: Epochs = _meaning("training epochs (of epoch_images images)")
+    batch_size: _count(1, 1024) = _meaning("batch size", 16)
+    lr: LearningRate = _meaning("learning rate", 3e-4)
+    weight_decay: WeightDecay = _meaning("weight decay", 1e-4)
+
+
+class ClassifierConfig(ScheduleConfig):
+    """Multi-label classifier (image-level labels, BCE): CAMs and PRM peaks."""
+
+    # 20: fewer left it unfit where a small part tells the class, docs/decisions.md#classifier-epochs
+    epochs: Epochs = _meaning("classifier training epochs", 20)
+    # 3e-4: 1e-3 did not fit from random initialisation, docs/decisions.md#classifier-lr
+    lr: LearningRate = _meaning("classifier learning rate", 3e-4)
+    # auto: bf16 trains the cue networks faster at the same labels, docs/decisions.md#cue-precision
+    precision: Precision = _meaning("classifier training precision: auto, fp32 or bf16", "auto")
+    pooling: Pooling = _meaning("classifier pooling: gap (CAM/PSA) or lse (log-sum-exp)", "gap")
+    lse_r: _positive(1000.0) = _meaning("sharpness r of log-sum-exp pooling (0: average, inf: max)", 5.0)
+    min_scale: _positive(8.0) = _meaning("smallest random rescale factor of classifier training batches", 1.0)
+    max_scale: _at_most(8.0, low=None) = _meaning(
+        "largest random rescale factor of classifier training batches", 1.0)
+    peak_window: _count(1, 63) = _meaning(
+        "odd side of the PRM local-maximum window, in response-map cells (PRM: 3; 5: one peak per part)", 5)
+    peak_threshold: Fraction = _meaning("a peak must reach this fraction of its map's range", 0.5)
+    peak_min_score: _at_most(1000.0, low=None) | None = _meaning(
+        "a peak's response must exceed this (none: any response; PRM: positive)", 0.0)
+
+    @field_validator("max_scale")
+    @classmethod
+    def _not_below_min_scale(cls, value: float, info: ValidationInfo) -> float:
+        if "min_scale" in info.data and value < info.data["min_scale"]:
+            raise ValueError(f"at least min_scale ({info.data['min_scale']})")
+        return value
+
+    @field_validator("peak_window")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError("must be odd")
+        return value
+
+
+class AffinityConfig(ScheduleConfig):
+    """PSA seeds from the CAMs, AffinityNet (stride-8 features) and the random walk."""
+
+    # 0 with rw_t 0: the SS labels come from the CAMs, no AffinityNet, docs/decisions.md#no-random-walk
+    epochs: Epochs = _meaning("AffinityNet training epochs", 0)
+    lr: LearningRate = _meaning("AffinityNet learning rate", 3e-4)
+    precision: Precision = _meaning("AffinityNet training precision: auto, fp32 or bf16", "auto")
+    # PSA's alpha 4 / 32 seeds fg / bg exactly where max CAM > 0.28 / < 0.08, docs/decisions.md#psa-seed-thresholds
+    cam_fg_threshold: Fraction = _meaning("normalised CAM above which PSA seeds foreground", 0.28)
+    cam_bg_threshold: Fraction = _meaning("normalised CAM below which PSA seeds background", 0.08)
+    radius: _count(1, 64) = _meaning("pixel pairs closer than this (stride-8 cells) get an affinity", 5)
+    rw_beta: _positive(1000.0) = _meaning("power the affinities are raised to before the random walk", 8.0)
+    # 0 and 1: every walk lowered the labels against the CAMs themselves, docs/decisions.md#no-random-walk
+    rw_t: _count(0, 4096) = _meaning(
+        "random-walk steps (power of the transition matrix; 0: labels from the CAMs, no walk)", 0)
+    rw_bg_power: _positive(1000.0) = _meaning(
+        "power of the background score (1 - max CAM) propagated with the CAMs (PSA: 16)", 1.0)
+    label_min_score: Fraction = _meaning("pixels whose top propagated score is lower get the ignore label", 0.5)
+
+    @field_validator("cam_bg_threshold")
+    @classmethod
+    def _not_above_fg(cls, value: float, info: ValidationInfo) -> float:
+        if "cam_fg_threshold" in info.data and value > info.data["cam_fg_threshold"]:
+            raise ValueError(f"at most cam_fg_threshold ({info.data['cam_fg_threshold']})")
+        return value
+
+
+class SegmentationConfig(ScheduleConfig):
+    """SS branch: FCN + PSP pyramid pooling."""
+
+    epochs: Epochs = _meaning("SS branch training epochs", 3)
+    lr: LearningRate = _meaning("SS branch learning rate", 3e-4)
+    psp_bins: Annotated[
+        tuple[_count(1, 64), ...], Field(min_length=1, max_length=MAX_PSP_BINS), BeforeValidator(_tuple_from_list)
+    ] = _meaning("pyramid pooling bin sizes of the SS branch", (1, 2, 3, 6))
+    image_classes: bool = _meaning("S of a train image over background and its labelled classes only", True)
+
+
+class MilConfig(Section):
+    """Proposals (selective search; MCG files can be given instead), bags (Eq. 4) and the MIL branch (WSDDN,
+    Eq. 2) on the shared backbone, one image per step (paper)."""
+
+    proposal_max: _count(1, 100_000) = _meaning("selective-search proposals kept per image", 2000)
+    proposal_workers: _count(1, 64) = _meaning("processes computing selective search", 2)
+    top_k: _count(1, 10_000) = _meaning("proposals kept per bag (Eq. 4; paper: 10)", 10)
+    lam: _at_most(1000.0, low=None) = _meaning("background penalty lambda of Eq. 4 (paper: 0.1)", 0.1)
+    epochs: Epochs = _meaning("MIL (WSDDN) training epochs", 3)
+    lr: LearningRate = _meaning("MIL learning rate", 1e-4)
+    weight_decay: WeightDecay = _meaning("MIL weight decay", 1e-4)
+    feature_stage: _count(0, 3) = _meaning("backbone stage (0-3) whose features ROIAlign pools for MIL", 2)
+    hidden: _count(1, 8192) = _meaning("width of the WSDDN head's hidden layers", 256)
+    nms_iou: Fraction = _meaning(
+        "of two MIL boxes of one class overlapping more, the weaker goes (1: keep all, paper)", 0.5)
+
+
+class CcgrConfig(Section):
+    """CCGR (Eq. 3): box refinement on the SS score maps."""
+
+    iters: _count(0, 10_000) = _meaning("CCGR gradient steps per box (Eq. 3)", 200)
+    lr: _positive(1000.0) | None = _meaning("CCGR step size (none: 1 % of the map's longer side per step)", None)
+    context_scale: Annotated[float, Field(gt=1, le=10.0)] = _meaning(
+        "context box size relative to the box in CCGR (greater than 1)", 1.5)
+    gap: GapMode = _meaning("CCGR gap term: ring or paper", "ring")
+    # outward: free boxes shrink onto the part S is strongest on, docs/decisions.md#ccgr-outward
+    moves: MoveMode = _meaning("CCGR box sides: free (paper) or outward (a box only grows from its MIL box)",
+                               "outward")
+    chunk_images: _count(1, 4096) = _meaning("images whose boxes are refined in one batched CCGR call", 64)
+
+
+class PseudoConfig(Section):
+    """Pseudo instance labels: the refined boxes cropping the SS score map."""
+
+    crop_mode: CropMode = _meaning("pseudo mask pixels: argmax of S is the box's class, or threshold", "argmax")
+    crop_threshold: Fraction = _meaning("score above which a pixel is in the mask (crop_mode threshold)", 0.5)
+    min_instance_pixels: _count(0, 10**8) = _meaning("smallest pseudo mask kept, in pixels", 10)
+
+
+class InstanceConfig(Section):
+    """IS branch: Mask R-CNN with FPN, trained with SGD."""
+
+    epochs: Epochs = _meaning("IS branch (Mask R-CNN) training epochs", 6)
+    batch_size: _count(1, 256) = _meaning("IS branch batch size", 4)
+    # 0.005: a margin below the rate that diverged on CPU, docs/decisions.md#is-lr
+    lr: LearningRate = _meaning("IS branch learning rate", 0.005)
+    weight_decay: WeightDecay = _meaning("IS branch weight decay", 1e-4)
+    min_size: _count(1, 4096) = _meaning("IS branch input: shorter side in pixels", 160)
+    max_size: _count(1, 4096) = _meaning("IS branch input: longest side at most, in pixels", 267)
+    proposals: _count(1, 100_000) = _meaning("RPN proposals kept per image in training (half at test time)", 300)
+    rois: _count(1, 100_000) = _meaning("RoIs sampled per image for the box and mask losses", 64)
+    # 64: the mask head's width dominates a CPU iteration (torchvision: 256)
+    mask_channels: _count(1, 4096) = _meaning("width of the mask head", 64)
+    # 256: 128 is faster but loses mAP in weak rounds, docs/decisions.md#is-fpn-width
+    fpn_channels: _count(1, 4096) = _meaning("FPN width (RPN, box and mask heads; torchvision: 256)", 256)
+    box_head_size: _count(1, 16_384) = _meaning("width of the box head's fully connected layers", 1024)
+    # auto: bf16 trains faster at the same mAP, docs/decisions.md#is-precision
+    precision: Precision = _meaning("IS training precision: auto, fp32 or bf16", "auto")
+    score_threshold: Fraction = _meaning("IS predictions below this score are dropped", 0.05)
+    label_score: Fraction = _meaning("IS predictions at least this confident become the next round's cues", 0.5)
+
+
+class Profile(Section):
+    """A whole run's settings: the shared fields, the backbone and one section per branch."""
+
+    name: str = _meaning("the profile's name (choose it with --profile / config.profile)", "tiny")
+    seed: Annotated[int, Field(le=2**31 - 1)] = _meaning("random seed of every stage (set it with --seed / config.seed)", 0)
+    input_size: _count(32, 2048) = _meaning("side in pixels the images are resized to for the networks", 128)
+    infer_batch_size: _count(1, 1024) = _meaning("images per inference batch", 16)
+    # 200: tiny's epochs were set on 200 images; keeps its time per round flat, docs/decisions.md#epoch-images
+    epoch_images: _count(1, 10**7) | None = _meaning(
+        "images one epoch of every training loop draws (none: the whole train split)", 200)
+    backbone: BackboneConfig = BackboneConfig()
+    cls: ClassifierConfig = ClassifierConfig()
+    aff: AffinityConfig = AffinityConfig()
+    seg: SegmentationConfig = SegmentationConfig()
+    mil: MilConfig = MilConfig()
+    ccgr: CcgrConfig = CcgrConfig()
+    pseudo: PseudoConfig = PseudoConfig()
+    instance: InstanceConfig = InstanceConfig()
 
     def to_dict(self) -> dict:
-        """Plain fields, e.g. for a checkpoint's config; ``Profile(**d)`` rebuilds it."""
-        return dataclasses.asdict(self)
+        """Nested plain values, e.g. for a checkpoint's config; ``Profile.model_validate(d)`` rebuilds it."""
+        return self.model_dump()
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Profile:
+        """This profile with the dotted fields ``overrides`` changed (``{"instance.lr": 0.01}``), validated;
+        strings (from a command line) are parsed as the field's type. One-line :class:`WsisInputError`\\ s."""
+        values = self.model_dump()
+        for path, value in overrides.items():
+            section, name, info = _field(path)
+            target = values if section is None else values[section]
+            target[name] = _from_text(path, info.annotation, value) if isinstance(value, str) else value
+        try:
+            return Profile.model_validate(values)
+        except ValidationError as exc:
+            raise _one_line(exc) from None
 
 
-_HINTS = typing.get_type_hints(Profile)
-# Upper bounds of the numeric fields (a tuple's elements each): far above any useful setting, low enough that no
-# configuration keeps a worker busy for days or exhausts its memory before its first progress report.
-MAXIMA: dict[str, float] = {
-    "output_stride": 32, "input_size": 2048, "seed": 2**31 - 1, "infer_batch_size": 1024, "epoch_images": 10**7,
-    "cls_epochs": 1000, "cls_batch_size": 1024, "cls_lr": 10.0, "cls_weight_decay": 1.0, "cls_lse_r": 1000.0,
-    "cls_min_scale": 8.0, "cls_max_scale": 8.0, "peak_window": 63, "peak_threshold": 1.0, "peak_min_score": 1000.0,
-    "cam_fg_threshold": 1.0, "cam_bg_threshold": 1.0,
-    "aff_epochs": 1000, "aff_batch_size": 1024, "aff_lr": 10.0, "aff_weight_decay": 1.0, "aff_radius": 64,
-    "rw_beta": 1000.0, "rw_t": 4096, "rw_bg_power": 1000.0, "label_min_score": 1.0,
-    "seg_epochs": 1000, "seg_batch_size": 1024, "seg_lr": 10.0, "seg_weight_decay": 1.0, "psp_bins": 64,
-    "proposal_max": 100_000, "proposal_workers": 64, "mil_top_k": 10_000, "mil_lambda": 1000.0,
-    "mil_epochs": 1000, "mil_lr": 10.0, "mil_weight_decay": 1.0, "mil_feature_stage": 3, "mil_hidden": 8192, "mil_nms_iou": 1.0,
-    "ccgr_iters": 10_000, "ccgr_lr": 1000.0, "ccgr_context_scale": 10.0, "ccgr_chunk_images": 4096,
-    "crop_threshold": 1.0, "min_instance_pixels": 10**8,
-    "is_epochs": 1000, "is_batch_size": 256, "is_lr": 10.0, "is_weight_decay": 1.0, "is_min_size": 4096,
-    "is_max_size": 4096, "is_proposals": 100_000, "is_rois": 100_000, "is_mask_channels": 4096,
-    "is_fpn_channels": 4096, "is_box_head_size": 16_384, "is_score_threshold": 1.0, "is_label_score": 1.0,
+SECTIONS: dict[str, type[Section]] = {
+    name: info.annotation for name, info in Profile.model_fields.items() if isinstance(info.annotation, type)
+    and issubclass(info.annotation, Section)
 }
-MAX_PSP_BINS = 16  # pyramid levels of the SS branch (PSPNet: 4)
-MAX_PATH_CHARS = 1000
 
 
-def get_profile(name: str, /, **overrides) -> Profile:
-    """Profile ``name`` with ``overrides`` applied; strings (from a command line) are converted."""
+def field_paths() -> Iterator[tuple[str, Any]]:
+    """(dotted path, pydantic FieldInfo) of every leaf field, in declaration order."""
+    for name, info in Profile.model_fields.items():
+        if name in SECTIONS:
+            for sub, sub_info in SECTIONS[name].model_fields.items():
+                yield f"{name}.{sub}", sub_info
+        else:
+            yield name, info
+
+
+def _field(path: str):
+    section, _, name = path.rpartition(".")
+    model = SECTIONS.get(section) if section else Profile
+    if model is not None and name in model.model_fields and (section or name not in SECTIONS):
+        return section or None, name, model.model_fields[name]
+    valid = [p for p, _ in field_paths() if p not in ("name", "seed")]
+    guess = "instance_" + path[3:] if path.startswith("is_") else path  # a flat name of before issue 21
+    close = difflib.get_close_matches(guess.replace("_", ".", 1), valid, n=1, cutoff=0.5)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise WsisInputError(f"unknown profile field(s): {path}{hint}; valid fields: {', '.join(valid)} "
+                         "(`wsis profile show` describes them)")
+
+
+def _from_text(path: str, annotation: Any, text: str) -> Any:
+    """``text`` as a value of the field's type (``none`` for an optional field; ``1,2,3`` for a tuple)."""
+    text = text.strip()
+    args = typing.get_args(annotation)
+    if type(None) in args:
+        if text.lower() in ("", "none"):
+            return None
+        annotation = next(arg for arg in args if arg is not type(None))
+    if typing.get_origin(annotation) is Annotated:  # the bounds are checked with the whole profile
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) is Literal:
+        return next((choice for choice in typing.get_args(annotation) if str(choice) == text), text)
+    if annotation is str:
+        return text
+    if typing.get_origin(annotation) is tuple:
+        text = [part.strip() for part in text.split(",")]
+    try:
+        return TypeAdapter(annotation).validate_python(text, strict=False)
+    except ValidationError as exc:
+        raise WsisInputError(f"profile field {path}: cannot read {_short(text)} as {_type_name(annotation)}: "
+                             f"{exc.errors()[0]['msg']}") from None
+
+
+def _one_line(exc: ValidationError) -> WsisInputError:
+    error = exc.errors()[0]
+    path = ".".join(str(part) for part in error["loc"] if isinstance(part, str))
+    message = error["msg"].removeprefix("Value error, ")
+    got = f" (got {_short(error['input'])})" if not isinstance(error["input"], dict) else ""
+    return WsisInputError(f"profile field {path}: {message}{got}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return f"{text[:60]}..." if len(text) > 60 else text
+
+
+def _type_name(annotation: Any) -> str:
+    """``int``, ``float | None``, ``resnet18|resnet50``, ``tuple[int, ...]``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin is Literal:
+        return "|".join(str(arg) for arg in args)
+    if origin is tuple:
+        return f"tuple[{_type_name(args[0])}, ...]"
+    if args:  # a union
+        return " | ".join(_type_name(arg) for arg in args)
+    return "None" if annotation is type(None) else annotation.__name__
+
+
+def get_profile(name: str, overrides: Mapping[str, Any] | None = None, /) -> Profile:
+    """Profile ``name`` with the dotted fields ``overrides`` applied (see :meth:`Profile.with_overrides`)."""
     if not isinstance(name, str) or name not in PROFILES:
         raise WsisInputError(f"unknown profile {name!r} (choose from {', '.join(PROFILES)})")
+    overrides = dict(overrides or {})
     if "name" in overrides:
         raise WsisInputError("profile field name: choose the profile itself (--profile, config.profile), "
                              "not as an override")
-    unknown = sorted(set(overrides) - set(_HINTS))
-    if unknown:
-        raise WsisInputError(f"unknown profile field(s): {', '.join(unknown)} (valid fields: "
-                             f"{', '.join(sorted(set(_HINTS) - {'name', 'seed'}))}; `wsis profile show` describes them)")
-    return dataclasses.replace(PROFILES[name], **{k: _parse(k, v) for k, v in overrides.items()})
-
-
-def _parse(name: str, value):
-    hint = _HINTS[name]
-    if hint == tuple[int, ...] and isinstance(value, list):  # e.g. a config read back from JSON
-        return tuple(value)
-    if not isinstance(value, str) or hint is str:
-        return value
-    text = value.strip()
-    try:
-        if hint is bool:
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(text)
-            return text.lower() in ("true", "1", "yes")
-        if hint in (int, float):
-            return hint(text)
-        if hint in (float | None, int | None):
-            return None if text.lower() in ("", "none") else hint.__args__[0](text)
-        if hint == tuple[int, ...]:
-            return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise WsisInputError(f"profile field {name}: cannot read {value!r} as {_type_name(hint)}") from None
-    return None if text.lower() in ("", "none") else text  # str | None
-
-
-def _check_type(name: str, value, hint) -> None:
-    if hint in (float, float | None):
-        ok = (value is None and hint != float) or (
-            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
-    elif hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif hint == tuple[int, ...]:
-        ok = isinstance(value, tuple) and 0 < len(value) <= MAX_PSP_BINS and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value)
-        value = value if not isinstance(value, tuple) or len(value) <= MAX_PSP_BINS else f"{len(value)} values"
-    elif hint in (str | None, int | None):
-        ok = value is None or (isinstance(value, hint.__args__[0]) and not isinstance(value, bool))
-    else:
-        ok = isinstance(value, hint)
-    _require(ok, name, value, f"must be {_type_name(hint)}")
-
-
-def _type_name(hint) -> str:
-    return getattr(hint, "__name__", str(hint))
-
-
-def _require(ok: bool, name: str, value, expectation: str) -> None:
-    if not ok:
-        raise WsisInputError(f"profile field {name}: {expectation} (got {value!r})")
+    return PROFILES[name].with_overrides(overrides)
 
 
 PROFILES: dict[str, Profile] = {
     "tiny": Profile(),
     "paper": Profile(
         name="paper",
-        backbone="resnet50",
-        output_stride=8,
         input_size=448,
-        freeze_bn=True,
         infer_batch_size=8,
-        cls_epochs=15,
-        cls_batch_size=8,
-        cls_lr=1e-4,
-        cls_weight_decay=1e-4,
-        aff_epochs=8,
-        aff_batch_size=8,
-        aff_lr=1e-4,
-        aff_weight_decay=1e-4,
-        rw_t=256,
-        rw_bg_power=16.0,
-        label_min_score=0.6,
-        peak_window=3,  # the paper's recipe (PRM, PSA, WSDDN, CCGR) where tiny departs from it
-        peak_min_score=None,
-        seg_image_classes=False,
-        mil_nms_iou=1.0,
-        ccgr_moves="free",
-        seg_epochs=14,  # ~80k iterations at batch size 1 on VOC's 5,717 training images
-        seg_batch_size=1,
-        seg_lr=1e-4,
-        seg_weight_decay=1e-4,
-        mil_epochs=10,  # ~55k iterations at one image per step on 5,717 images
-        mil_hidden=1024,
-        is_epochs=12,
-        is_batch_size=8,
-        is_lr=0.01,
-        is_min_size=800,
-        is_max_size=1333,
-        is_proposals=2000,
-        is_rois=512,
-        is_mask_channels=256,
         epoch_images=None,
+        backbone=BackboneConfig(name="resnet50", output_stride=8, freeze_bn=True),
+        # The paper's recipe (PRM, PSA, WSDDN, CCGR) where tiny departs from it.
+        cls=ClassifierConfig(epochs=15, batch_size=8, lr=1e-4, weight_decay=1e-4, peak_window=3,
+                             peak_min_score=None),
+        aff=AffinityConfig(epochs=8, batch_size=8, lr=1e-4, weight_decay=1e-4, rw_t=256, rw_bg_power=16.0,
+                           label_min_score=0.6),
+        # ~80k iterations at batch size 1 on VOC's 5,717 training images.
+        seg=SegmentationConfig(epochs=14, batch_size=1, lr=1e-4, weight_decay=1e-4, image_classes=False),
+        # ~55k iterations at one image per step on 5,717 images.
+        mil=MilConfig(epochs=10, hidden=1024, nms_iou=1.0),
+        ccgr=CcgrConfig(moves="free"),
+        instance=InstanceConfig(epochs=12, batch_size=8, lr=0.01, min_size=800, max_size=1333, proposals=2000,
+                                rois=512, mask_channels=256),
     ),
-}
-
-# One line per field: what it means (``wsis profile show``; the comments above say why a default is what it is).
-FIELD_HELP: dict[str, str] = {
-    "name": "the profile's name (choose it with --profile / config.profile)",
-    "backbone": "shared backbone of every branch: resnet18 or resnet50",
-    "backbone_weights": "local torchvision ResNet state_dict file (none: random initialisation)",
-    "backbone_weights_sha256": "sha256 the weights file must have (none: not checked)",
-    "output_stride": "backbone output stride of the cue networks: 8, 16 or 32",
-    "input_size": "side in pixels the images are resized to for the networks",
-    "freeze_bn": "keep batch-norm statistics fixed (needed for batch size 1)",
-    "seed": "random seed of every stage (set it with --seed / config.seed)",
-    "infer_batch_size": "images per inference batch",
-    "epoch_images": "images one epoch of every training loop draws (none: the whole train split)",
-    "cue_precision": "classifier and AffinityNet training precision: auto, fp32 or bf16",
-    "cls_epochs": "classifier training epochs",
-    "cls_batch_size": "classifier batch size",
-    "cls_lr": "classifier learning rate",
-    "cls_weight_decay": "classifier weight decay",
-    "cls_pooling": "classifier pooling: gap (CAM/PSA) or lse (log-sum-exp)",
-    "cls_lse_r": "sharpness r of log-sum-exp pooling",
-    "cls_min_scale": "smallest random rescale factor of classifier training batches",
-    "cls_max_scale": "largest random rescale factor of classifier training batches",
-    "peak_window": "odd side of the PRM local-maximum window, in response-map cells",
-    "peak_threshold": "a peak must reach this fraction of its map's range",
-    "peak_min_score": "a peak's response must exceed this (none: any response)",
-    "cam_fg_threshold": "normalised CAM above which PSA seeds foreground",
-    "cam_bg_threshold": "normalised CAM below which PSA seeds background",
-    "aff_epochs": "AffinityNet training epochs",
-    "aff_batch_size": "AffinityNet batch size",
-    "aff_lr": "AffinityNet learning rate",
-    "aff_weight_decay": "AffinityNet weight decay",
-    "aff_radius": "pixel pairs closer than this (stride-8 cells) get an affinity",
-    "rw_beta": "power the affinities are raised to before the random walk",
-    "rw_t": "random-walk steps (power of the transition matrix; 0: labels from the CAMs, no walk)",
-    "rw_bg_power": "power of the background score (1 - max CAM) propagated with the CAMs",
-    "label_min_score": "pixels whose top propagated score is lower get the ignore label",
-    "seg_epochs": "SS branch training epochs",
-    "seg_batch_size": "SS branch batch size",
-    "seg_lr": "SS branch learning rate",
-    "seg_weight_decay": "SS branch weight decay",
-    "psp_bins": "pyramid pooling bin sizes of the SS branch",
-    "seg_image_classes": "S of a train image over background and its labelled classes only",
-    "proposal_max": "selective-search proposals kept per image",
-    "proposal_workers": "processes computing selective search",
-    "mil_top_k": "proposals kept per bag (Eq. 4; paper: 10)",
-    "mil_lambda": "background penalty of Eq. 4 (paper: 0.1)",
-    "mil_epochs": "MIL (WSDDN) training epochs",
-    "mil_lr": "MIL learning rate",
-    "mil_weight_decay": "MIL weight decay",
-    "mil_feature_stage": "backbone stage (0-3) whose features ROIAlign pools for MIL",
-    "mil_hidden": "width of the WSDDN head's hidden layers",
-    "mil_nms_iou": "of two MIL boxes of one class overlapping more, the weaker goes (1: keep all)",
-    "ccgr_iters": "CCGR gradient steps per box (Eq. 3)",
-    "ccgr_lr": "CCGR step size (none: 1 % of the map's longer side per step)",
-    "ccgr_context_scale": "context box size relative to the box in CCGR",
-    "ccgr_gap": "CCGR gap term: ring or paper",
-    "ccgr_moves": "CCGR box sides: free (paper) or outward (a box only grows from its MIL box)",
-    "ccgr_chunk_images": "images whose boxes are refined in one batched CCGR call",
-    "crop_mode": "pseudo mask pixels: argmax of S is the box's class, or threshold",
-    "crop_threshold": "score above which a pixel is in the mask (crop_mode threshold)",
-    "min_instance_pixels": "smallest pseudo mask kept, in pixels",
-    "is_epochs": "IS branch (Mask R-CNN) training epochs",
-    "is_batch_size": "IS branch batch size",
-    "is_lr": "IS branch learning rate",
-    "is_weight_decay": "IS branch weight decay",
-    "is_min_size": "IS branch input: shorter side in pixels",
-    "is_max_size": "IS branch input: longest side at most, in pixels",
-    "is_proposals": "RPN proposals kept per image in training (half at test time)",
-    "is_rois": "RoIs sampled per image for the box and mask losses",
-    "is_mask_channels": "width of the mask head",
-    "is_fpn_channels": "FPN width (RPN, box and mask heads)",
-    "is_box_head_size": "width of the box head's fully connected layers",
-    "is_precision": "IS training precision: auto, fp32 or bf16",
-    "is_score_threshold": "IS predictions below this score are dropped",
-    "is_label_score": "IS predictions at least this confident become the next round's cues",
 }
 
 
 def describe_fields(name: str) -> list[tuple[str, str, object, str]]:
-    """(field, type, value in profile ``name``, one-line meaning) of every profile field, in order."""
+    """(dotted field, type, value in profile ``name``, one-line meaning) of every profile field, in order."""
     profile = get_profile(name)
-    return [(f.name, _type_name(_HINTS[f.name]), getattr(profile, f.name), FIELD_HELP[f.name])
-            for f in dataclasses.fields(Profile)]
+    rows = []
+    for path, info in field_paths():
+        value = profile
+        for part in path.split("."):
+            value = getattr(value, part)
+        rows.append((path, _type_name(info.annotation), value, info.description))
+    return rows

@@ -19,8 +19,7 @@ import numpy as np
 import torch
 
 from wsis_core import masks
-
-CROP_MODES = ("argmax", "threshold")
+from wsis_core.choices import CROP_MODES
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from wsis_core import run_layout
+from wsis_core.choices import BOX_SOURCES, SUPERVISIONS
 from wsis_core.data.dataset import WeakDataset, open_weak_dataset
 from wsis_core.errors import WsisInputError
 from wsis_core.io import read_json, write_json
@@ -20,8 +21,6 @@ from wsis_core.workdir import WorkDir
 
 logger = logging.getLogger(__name__)
 
-SUPERVISIONS = ("weak", "full")
-BOX_SOURCES = ("mil", "seg")
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ class RunConfig:
     data: str
     classes: tuple[str, ...]
     profile: str = "tiny"
-    overrides: dict = field(default_factory=dict)  # profile fields changed from the command line
+    overrides: dict = field(default_factory=dict)  # dotted profile fields changed, e.g. {"instance.lr": 0.01}
     supervision: str = "weak"
     ccgr: bool = True
     box_source: str = "mil"
@@ -61,7 +60,7 @@ class RunConfig:
         return cls(**{**data, "classes": tuple(data["classes"])})
 
     def build_profile(self) -> Profile:
-        return get_profile(self.profile, **self.overrides, seed=self.seed)
+        return get_profile(self.profile, {**self.overrides, "seed": self.seed})
 
 
 class RoundContext:
@@ -110,7 +109,14 @@ def write_config(run_dir: Path, config: RunConfig) -> None:
 
 
 def read_config(run_dir: Path) -> RunConfig:
+    """``RUN/config.json``, checked: a configuration whose profile cannot be built (e.g. flat field names of
+    before issue 21) is a one-line error naming the file."""
     path = Path(run_dir) / run_layout.CONFIG
     if not path.exists():
         raise WsisInputError(f"{run_dir}: not a run folder (no {run_layout.CONFIG})")
-    return RunConfig.from_dict(read_json(path))
+    config = RunConfig.from_dict(read_json(path))
+    try:  # e.g. the flat profile field names of runs started before issue 21 (cls_epochs, now cls.epochs)
+        config.build_profile()
+    except WsisInputError as exc:
+        raise WsisInputError(f"{path}: {exc}") from None
+    return config

@@ -17,20 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsis_core.backbone import (
-    Backbone,
-    backbone_for,
-    branch_schedule,
-    fit,
-    iterate_images,
-    load_batch,
-    present_classes,
-    random_flip,
-)
+from wsis_core.backbone import Backbone, branch_schedule, fit, iterate_images, load_batch, present_classes, random_flip
 from wsis_core.data.guard import weak_supervision
 from wsis_core.data.types import VOID
 from wsis_core.errors import WsisInputError
-from wsis_core.profiles import Profile
+from wsis_core.profiles import SegmentationConfig
 from wsis_core.progress import Progress
 
 
@@ -83,9 +74,10 @@ def only_present_classes(logits: torch.Tensor, present: torch.Tensor) -> torch.T
     return logits.masked_fill(~keep[:, :, None, None], float("-inf"))
 
 
-def build_segmentation_model(profile: Profile, num_classes: int, backbone: Backbone | None = None) -> SegmentationModel:
-    """SS branch for ``num_classes`` object classes, on ``backbone`` (shared) or a new one from the profile."""
-    return SegmentationModel(backbone if backbone is not None else backbone_for(profile), num_classes, profile.psp_bins)
+def build_segmentation_model(num_classes: int, backbone: Backbone, *, cfg: SegmentationConfig) -> SegmentationModel:
+    """SS branch for ``num_classes`` object classes on ``backbone`` (shared: the classifier's, or
+    :func:`wsis_core.backbone.backbone_for`), with the pyramid bins of ``cfg`` (``profile.seg``)."""
+    return SegmentationModel(backbone, num_classes, cfg.psp_bins)
 
 
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -123,27 +115,31 @@ def _check_labels(dataset, labels: Sequence[np.ndarray]) -> None:
 def train_segmentation(
     dataset,
     labels: Sequence[np.ndarray],
-    profile: Profile,
+    model: SegmentationModel,
     device: torch.device,
-    model: SegmentationModel | None = None,
+    *,
+    cfg: SegmentationConfig,
+    input_size: int,
+    seed: int = 0,
+    epoch_images: int | None = None,
     on_progress: Progress = None,
 ) -> SegmentationModel:
-    """Train the SS branch on pseudo labels (uint8 [H, W] per dataset image, 255 = ignore).
-
-    A new model is built from the profile unless ``model`` is given (later rounds continue training it).
+    """Train the SS branch ``model`` (:func:`build_segmentation_model`; later rounds continue training it) on
+    pseudo labels (uint8 [H, W] per dataset image, 255 = ignore) with the schedule of ``cfg`` (``profile.seg``).
     Returns the model in eval mode.
     """
     _check_labels(dataset, labels)
-    model = (model if model is not None else build_segmentation_model(profile, len(dataset.classes))).to(device)
+    model = model.to(device)
 
     def batch_loss(positions: list[int], generator: torch.Generator) -> torch.Tensor:
-        images = load_batch(dataset, positions, profile.input_size).to(device)
-        targets = _label_batch(labels, positions, profile.input_size).to(device)
+        images = load_batch(dataset, positions, input_size).to(device)
+        targets = _label_batch(labels, positions, input_size).to(device)
         images, targets = random_flip(generator, images, targets)
         return segmentation_loss(model(images), targets)
 
     with weak_supervision():
-        fit(model, len(dataset), batch_loss, branch_schedule(profile, "seg"), device, on_progress)
+        fit(model, len(dataset), batch_loss, branch_schedule(cfg, seed=seed, epoch_images=epoch_images), device,
+            on_progress)
     return model
 
 
@@ -151,13 +147,16 @@ def train_segmentation(
 def predict_score_maps(
     model: SegmentationModel,
     dataset,
-    profile: Profile,
     device: torch.device,
+    *,
+    cfg: SegmentationConfig,
+    input_size: int,
+    batch_size: int,
     indices: Sequence[int] | None = None,
     on_progress: Progress = None,
 ) -> list[np.ndarray]:
     """Score maps S of the images (all, or those at ``indices``): float32 [C + 1, H, W] per image at
-    its original resolution, summing to 1 over classes at every pixel. With ``profile.seg_image_classes``
+    its original resolution, summing to 1 over classes at every pixel. With ``cfg.image_classes``
     the softmax runs over background and the image's own labelled classes only (the image-level labels
     are the training supervision): a pixel another class would have taken goes to a class the image has
     or to background, and the channels of absent classes are 0."""
@@ -165,10 +164,10 @@ def predict_score_maps(
     indices = range(len(dataset)) if indices is None else indices
     results: list[np.ndarray] = []
     for positions, images, sizes in iterate_images(
-        dataset, indices, profile.input_size, profile.infer_batch_size, device, on_progress
+        dataset, indices, input_size, batch_size, device, on_progress
     ):
         logits = model(images)
-        present = present_classes(dataset, positions).to(logits.device) if profile.seg_image_classes else None
+        present = present_classes(dataset, positions).to(logits.device) if cfg.image_classes else None
         results.extend(
             scores_at(logits[b : b + 1], size, None if present is None else present[b : b + 1])[0].float().cpu().numpy()
             for b, size in enumerate(sizes)

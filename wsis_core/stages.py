@@ -7,7 +7,6 @@ run is the fully supervised baseline, so they cannot reach training-split masks 
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections import defaultdict
 from contextlib import nullcontext
 from pathlib import Path
@@ -70,15 +69,14 @@ def _guard(ctx: RoundContext):
 def round_classifier(ctx: RoundContext):
     """Round 1's trained classifier: its backbone initialises the other branches (shared layers)."""
     checkpoint = load_checkpoint(ctx.first().require(CLASSIFIER))
-    unloaded = dataclasses.replace(ctx.profile, backbone_weights=None, backbone_weights_sha256=None)
-    model = build_classifier(unloaded, len(ctx.config.classes))
+    model = build_classifier(len(ctx.config.classes), cfg=ctx.profile.cls, backbone=ctx.profile.backbone.without_weights())
     model.load_state_dict(checkpoint.state_dict)
     return model
 
 
 def _confident(ctx: RoundContext, predictions: list[dict]) -> dict[int, list[dict]]:
     """The IS predictions on the train split that feed the next round, per image id: those of the
-    image's labelled classes scoring at least ``is_label_score``, or, for a labelled class with none
+    image's labelled classes scoring at least ``instance.label_score``, or, for a labelled class with none
     that confident, its best prediction (image-level labels say the class is there)."""
     labels = {info.id: set(info.labels) for info in ctx.train_set.images}
     best: dict[tuple[int, int], dict] = {}
@@ -87,7 +85,7 @@ def _confident(ctx: RoundContext, predictions: list[dict]) -> dict[int, list[dic
         key = (p["image_id"], p["category_id"])
         if p["category_id"] not in labels[p["image_id"]]:
             continue
-        if p["score"] >= ctx.profile.is_label_score:
+        if p["score"] >= ctx.profile.instance.label_score:
             kept[p["image_id"]].append(p)
         elif key not in best or p["score"] > best[key]["score"]:
             best[key] = p
@@ -108,12 +106,17 @@ def _first_round_cues(ctx: RoundContext, on_progress: Progress) -> dict[str, Pat
     ds, profile, work = ctx.train_set, ctx.profile, ctx.work
     train_p, peaks_p, labels_p = phases(on_progress, Phase("classifier training", "it", 100), Phase("peaks", "batch", 10),
                                           Phase("semantic labels (affinity training + propagation)", "step", 100))
+    training = {"seed": profile.seed, "epoch_images": profile.epoch_images}
+    inference = {"input_size": profile.input_size, "batch_size": profile.infer_batch_size}
     with _guard(ctx):
-        classifier = train_classifier(ds, profile, ctx.device, on_progress=train_p)
+        classifier = build_classifier(len(ctx.config.classes), cfg=profile.cls, backbone=profile.backbone)
+        classifier = train_classifier(ds, classifier, ctx.device, cfg=profile.cls, input_size=profile.input_size,
+                                      **training, on_progress=train_p)
         save_checkpoint(work.path(CLASSIFIER), classifier, profile.to_dict(), ctx.config.classes)
-        peaks = find_peaks(classifier, ds, profile, ctx.device, on_progress=peaks_p)
+        peaks = find_peaks(classifier, ds, ctx.device, cfg=profile.cls, **inference, on_progress=peaks_p)
         work.write_json(PEAKS, {str(info.id): p for info, p in zip(ds.images, peaks)})
-        semantic = make_semantic_labels(classifier, ds, profile, ctx.device, on_progress=labels_p)
+        semantic = make_semantic_labels(classifier, ds, ctx.device, cfg=profile.aff, **inference, **training,
+                                        on_progress=labels_p)
     save_checkpoint(work.path(AFFINITY), semantic.affinity_net, profile.to_dict(), ctx.config.classes)
     for info, label in zip(ds.images, semantic.labels):
         work.write_label(SEMANTIC_LABELS, image_stem(info), label.labels)
@@ -127,18 +130,19 @@ def _later_round_cues(ctx: RoundContext, on_progress: Progress) -> dict[str, Pat
     model = _load_mask_rcnn(ctx, ctx.previous().require(MODEL))
     with _guard(ctx):
         predictions = predict_instances(
-            model, ds, device=ctx.device, score_threshold=profile.is_score_threshold,
+            model, ds, device=ctx.device, score_threshold=profile.instance.score_threshold,
             batch_size=profile.infer_batch_size, on_progress=on_progress,
         )
     work.write_json(TRAIN_PREDICTIONS, predictions)
     work.write_json(PEAKS, ctx.first().read_json(PEAKS))
     confident = _confident(ctx, predictions)
-    unsure = sum(bool(kept) and all(p["score"] < profile.is_label_score for p in kept) for kept in confident.values())
+    label_score, score_threshold = profile.instance.label_score, profile.instance.score_threshold
+    unsure = sum(bool(kept) and all(p["score"] < label_score for p in kept) for kept in confident.values())
     if unsure:
-        ctx.note(f"{unsure} of {len(ds)} images kept only IS predictions below is_label_score "
-                 f"({profile.is_label_score:g}): the best one per labelled class")
+        ctx.note(f"{unsure} of {len(ds)} images kept only IS predictions below instance.label_score "
+                 f"({label_score:g}): the best one per labelled class")
     confident = _with_previous_labels(ctx, confident, f"had no IS prediction of their labelled classes "
-                                                      f"(score >= is_score_threshold {profile.is_score_threshold:g})")
+                                                      f"(score >= instance.score_threshold {score_threshold:g})")
     work.write_json(CUE_INSTANCES, {str(i): kept for i, kept in confident.items()})
     for info in ds.images:
         instances = [(p["category_id"], masks.decode(p["segmentation"])) for p in confident[info.id]]
@@ -166,13 +170,17 @@ def stage_ss(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
     """SS branch (FCN + pyramid pooling) on the round's semantic labels; writes score maps S."""
     ds, profile, work = ctx.train_set, ctx.profile, ctx.work
     labels = [work.read_label(SEMANTIC_LABELS, image_stem(info)) for info in ds.images]
-    model = build_segmentation_model(profile, len(ctx.config.classes), copy.deepcopy(round_classifier(ctx).backbone))
+    model = build_segmentation_model(len(ctx.config.classes), copy.deepcopy(round_classifier(ctx).backbone),
+                                     cfg=profile.seg)
     if ctx.number > 1:  # warm start from the previous round's SS branch
         model.load_state_dict(load_checkpoint(ctx.previous().require(SEGMENTATION)).state_dict)
     train_p, predict_p = phases(on_progress, Phase("training", "it", 100), Phase("score maps", "batch", 20))
     with _guard(ctx):
-        model = train_segmentation(ds, labels, profile, ctx.device, model=model, on_progress=train_p)
-        for info, scores in zip(ds.images, predict_score_maps(model, ds, profile, ctx.device, on_progress=predict_p)):
+        model = train_segmentation(ds, labels, model, ctx.device, cfg=profile.seg, input_size=profile.input_size,
+                                   seed=profile.seed, epoch_images=profile.epoch_images, on_progress=train_p)
+        maps = predict_score_maps(model, ds, ctx.device, cfg=profile.seg, input_size=profile.input_size,
+                                  batch_size=profile.infer_batch_size, on_progress=predict_p)
+        for info, scores in zip(ds.images, maps):
             work.write_scores(SCORE_MAPS, image_stem(info), scores)
     save_checkpoint(work.path(SEGMENTATION), model, profile.to_dict(), ctx.config.classes)
     return {"model": work.path(SEGMENTATION), "score_maps": work.path(SCORE_MAPS)}
@@ -190,8 +198,8 @@ def stage_proposals(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]
     """Selective search once per run (cached in ``RUN/proposals``); nothing to do for a precomputed
     folder (MCG files), which the mil stage reads in place."""
     if ctx.config.proposals == "selective-search":
-        options = SelectiveSearchOptions(max_proposals=ctx.profile.proposal_max)
-        compute_proposals(ctx.train_set, ctx.run_dir / PROPOSALS, workers=ctx.profile.proposal_workers,
+        options = SelectiveSearchOptions(max_proposals=ctx.profile.mil.proposal_max)
+        compute_proposals(ctx.train_set, ctx.run_dir / PROPOSALS, workers=ctx.profile.mil.proposal_workers,
                           options=options, on_progress=on_progress, progress_bar=False)
         return {"proposals": ctx.run_dir / PROPOSALS}
     return {}  # precomputed files belong to the user, not to the run
@@ -217,7 +225,7 @@ def round_bags(ctx: RoundContext, proposals, on_progress: Progress):
         stems = {info.id: image_stem(info) for info in ctx.train_set.images}
         return build_bags(
             ids, lambda i: peaks[str(i)], lambda i: ctx.work.read_scores(PROPAGATED, stems[i]), proposals,
-            top_k=ctx.profile.mil_top_k, lam=ctx.profile.mil_lambda, on_progress=on_progress,
+            cfg=ctx.profile.mil, on_progress=on_progress,
         ).bags_by_image
     cues = ctx.work.read_json(CUE_INSTANCES)  # the confident IS predictions, or the fallback labels
     predicted = {
@@ -225,7 +233,7 @@ def round_bags(ctx: RoundContext, proposals, on_progress: Progress):
             torch.tensor([p["category_id"] for p in cues[str(i)]], dtype=torch.long))
         for i in ids
     }
-    return build_bags_from_boxes(predicted, proposals, top_k=ctx.profile.mil_top_k, on_progress=on_progress)
+    return build_bags_from_boxes(predicted, proposals, cfg=ctx.profile.mil, on_progress=on_progress)
 
 
 def stage_mil(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
@@ -240,28 +248,26 @@ def stage_mil(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
 
 
 def _mil_boxes(ctx: RoundContext, on_progress: Progress) -> list[dict]:
-    ds, profile = ctx.train_set, ctx.profile
+    ds, profile, cfg = ctx.train_set, ctx.profile, ctx.profile.mil
     proposals = proposal_source(ctx)
     bag_p, train_p, select_p = phases(on_progress, Phase("bags", "img", 10), Phase("training", "it", 100),
                                       Phase("box selection", "img", 20))
-    backbone = _StageFeatures(copy.deepcopy(round_classifier(ctx).backbone), profile.mil_feature_stage)
-    head = WSDDNHead(backbone.backbone.channels[profile.mil_feature_stage], len(ctx.config.classes),
-                     hidden=profile.mil_hidden)
+    backbone = _StageFeatures(copy.deepcopy(round_classifier(ctx).backbone), cfg.feature_stage)
+    head = WSDDNHead(backbone.backbone.channels[cfg.feature_stage], len(ctx.config.classes), hidden=cfg.hidden)
 
     def transform(image):
         return to_input(image, profile.input_size)[None]
 
     with _guard(ctx):
         bags = round_bags(ctx, proposals, bag_p)
-        train_mil(backbone, head, ds, bags, proposals, transform=transform, epochs=profile.mil_epochs,
-                  lr=profile.mil_lr, weight_decay=profile.mil_weight_decay, device=ctx.device, seed=profile.seed,
-                  epoch_images=profile.epoch_images, on_progress=train_p)
+        train_mil(backbone, head, ds, bags, proposals, transform=transform, cfg=cfg, device=ctx.device,
+                  seed=profile.seed, epoch_images=profile.epoch_images, on_progress=train_p)
         selected = select_boxes(backbone, head, ds, bags, proposals, transform=transform, device=ctx.device,
                                 on_progress=select_p)
     save_checkpoint(ctx.work.path(MIL), torch.nn.ModuleList([backbone, head]), profile.to_dict(), ctx.config.classes)
     annotations = []
     for image_id, boxes in selected.items():
-        for index in distinct_boxes(boxes, profile.mil_nms_iou):
+        for index in distinct_boxes(boxes, cfg.nms_iou):
             box, source = boxes[index], bags[image_id][index].source
             peak = source if len(source) == 2 else ((source[0] + source[2]) / 2, (source[1] + source[3]) / 2)
             annotations.append(box_annotation(len(annotations) + 1, image_id, box.label, box.box, box.score, peak))
@@ -288,15 +294,15 @@ def stage_pseudo_labels(ctx: RoundContext, on_progress: Progress) -> dict[str, P
     by_image = defaultdict(list)
     for ann in ctx.work.read_json(CCGR_BOXES)["annotations"]:
         by_image[ann["image_id"]].append(ann)
-    profile, labels = ctx.profile, {}
+    cfg, labels = ctx.profile.pseudo, {}
     for done, info in enumerate(ctx.train_set.images, start=1):
-        labels[info.id] = _crop(ctx, info, by_image[info.id], profile.crop_mode, profile.crop_threshold)
+        labels[info.id] = _crop(ctx, info, by_image[info.id], cfg.crop_mode, cfg.crop_threshold)
         if on_progress:
             on_progress(done, len(ctx.train_set))
     if ctx.number > 1:
         labels = _with_previous_labels(ctx, labels, "got no pseudo label from their boxes")
     elif not any(labels.values()) and by_image:
-        ctx.note(f"no box of the {len(ctx.train_set)} images left a pseudo mask ({profile.crop_mode} crop of S): "
+        ctx.note(f"no box of the {len(ctx.train_set)} images left a pseudo mask ({cfg.crop_mode} crop of S): "
                  "the whole boxes are the masks instead")
         labels = {info.id: _crop(ctx, info, by_image[info.id], "threshold", -1.0) for info in ctx.train_set.images}
     annotations = []
@@ -316,14 +322,14 @@ def _crop(ctx: RoundContext, info, anns: list[dict], mode: str, threshold: float
         torch.tensor([xyxy(a["bbox"]) for a in anns], dtype=torch.float32),
         torch.tensor([a["category_id"] for a in anns]),
         torch.tensor([a["score"] for a in anns], dtype=torch.float32),
-        mode=mode, threshold=threshold, min_pixels=ctx.profile.min_instance_pixels,
+        mode=mode, threshold=threshold, min_pixels=ctx.profile.pseudo.min_instance_pixels,
     )
     return to_coco_annotations(info.id, instances)
 
 
 # ------------------------------------------------------------------------------------ is_train
 def _load_mask_rcnn(ctx: RoundContext, path: Path):
-    return load_mask_rcnn(ctx.profile, len(ctx.config.classes) + 1, path)
+    return load_mask_rcnn(path, len(ctx.config.classes) + 1, cfg=ctx.profile.instance, backbone=ctx.profile.backbone)
 
 
 def _training_annotations(ctx: RoundContext) -> list[dict]:
@@ -342,15 +348,15 @@ def stage_is_train(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
     records the precision it was trained in."""
     profile = ctx.profile
     annotations = _training_annotations(ctx)
-    model = _load_mask_rcnn(ctx, ctx.previous().require(MODEL)) if ctx.number > 1 else mask_rcnn_for(ctx.profile, len(ctx.config.classes) + 1)
-    precision = resolve_precision(profile.is_precision, ctx.device)
+    if ctx.number > 1:
+        model = _load_mask_rcnn(ctx, ctx.previous().require(MODEL))
+    else:
+        model = mask_rcnn_for(len(ctx.config.classes) + 1, cfg=profile.instance, backbone=profile.backbone)
+    cfg = profile.instance.model_copy(update={"precision": resolve_precision(profile.instance.precision, ctx.device)})
     with _guard(ctx):
-        train_instance_segmentation(
-            model, ctx.train_set, annotations, epochs=profile.is_epochs, batch_size=profile.is_batch_size,
-            lr=profile.is_lr, weight_decay=profile.is_weight_decay, device=ctx.device, seed=profile.seed,
-            epoch_images=profile.epoch_images, precision=precision, on_progress=on_progress,
-        )
-    trained_with = {**profile.to_dict(), "is_precision": precision, "round": ctx.number}  # "auto" resolved
+        train_instance_segmentation(model, ctx.train_set, annotations, cfg=cfg, device=ctx.device, seed=profile.seed,
+                                    epoch_images=profile.epoch_images, on_progress=on_progress)
+    trained_with = {**profile.to_dict(), "instance": cfg.model_dump(), "round": ctx.number}  # "auto" resolved
     save_checkpoint(ctx.work.path(MODEL), model, trained_with, ctx.config.classes)
     return {"model": ctx.work.path(MODEL)}
 
@@ -365,7 +371,7 @@ def stage_evaluate(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
         return _record_evaluation(ctx, {"split": None, "images": 0, "evaluated_images": 0},
                                   "no val split: metrics not computed")
     model = _load_mask_rcnn(ctx, ctx.work.require(MODEL))
-    predictions = predict_instances(model, ctx.val_set, device=ctx.device, score_threshold=ctx.profile.is_score_threshold,
+    predictions = predict_instances(model, ctx.val_set, device=ctx.device, score_threshold=ctx.profile.instance.score_threshold,
                                     batch_size=ctx.profile.infer_batch_size, on_progress=on_progress)
     ctx.work.write_json(VAL_PREDICTIONS, predictions)
     artifacts = {"val_predictions": ctx.work.path(VAL_PREDICTIONS)}

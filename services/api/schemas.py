@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
+from wsis_core.choices import BoxSource, Supervision
 from wsis_core.errors import WsisInputError
 from wsis_core.profiles import PROFILES, get_profile
 
@@ -86,10 +87,12 @@ class RunConfig(Body):
     """
 
     profile: ProfileName = "tiny"
-    overrides: dict[str, Any] = Field(default_factory=dict, description="profile fields to change, e.g. cls_epochs")
-    supervision: Literal["weak", "full"] = "weak"
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="dotted profile fields to change, e.g. {\"cls.epochs\": 2, \"instance.lr\": "
+        "0.01} (`wsis profile show` lists them; each is validated with its bounds)")
+    supervision: Supervision = "weak"
     ccgr: bool = True
-    box_source: Literal["mil", "seg"] = "mil"
+    box_source: BoxSource = "mil"
     seed: Integer = Field(0, ge=0, le=MAX_ID)
 
     @model_validator(mode="after")
@@ -97,7 +100,7 @@ class RunConfig(Body):
         if "seed" in self.overrides:
             raise ValueError("set the seed with config.seed, not in overrides")
         try:
-            get_profile(self.profile, **self.overrides, seed=self.seed)
+            get_profile(self.profile, {**self.overrides, "seed": self.seed})
         except WsisInputError as exc:
             raise ValueError(str(exc)) from None
         return self

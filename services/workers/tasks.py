@@ -25,6 +25,7 @@ from services.workers import backend, jobs, store
 from services.workers.celery_app import app
 from wsis_core.device import resolve_device
 from wsis_core.errors import WsisInputError
+from wsis_core.profiles import WEIGHTS_FIELD
 from wsis_core.rounds import STAGES
 
 HEARTBEATS_PER_LEASE = 4
@@ -73,12 +74,12 @@ def run_job(job_id: int, task_id: str | None) -> str:
 
 
 def _with_weights_file(settings, config: dict) -> dict:
-    """``config`` with its ``backbone_weights`` (relative to WSIS_WEIGHTS_ROOT) as the confined absolute file,
-    checked again here: the folder may have changed since the run was created."""
-    name = config.get("overrides", {}).get("backbone_weights")
+    """``config`` with its ``backbone.weights`` override (relative to WSIS_WEIGHTS_ROOT) as the confined absolute
+    file, checked again here: the folder may have changed since the run was created."""
+    name = config.get("overrides", {}).get(WEIGHTS_FIELD)
     if name is None:
         return config
-    return {**config, "overrides": {**config["overrides"], "backbone_weights": str(weights_file(settings, name))}}
+    return {**config, "overrides": {**config["overrides"], WEIGHTS_FIELD: str(weights_file(settings, name))}}
 
 
 @contextmanager

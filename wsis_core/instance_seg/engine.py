@@ -39,7 +39,7 @@ from wsis_core.instance_seg.targets import (
     instance_loader,
     to_device,
 )
-from wsis_core.profiles import PRECISIONS
+from wsis_core.profiles import InstanceConfig
 from wsis_core.progress import Progress
 
 _MOMENTUM = 0.9
@@ -88,33 +88,28 @@ def train_instance_segmentation(
     dataset,
     annotations: Sequence[dict],
     *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
+    cfg: InstanceConfig,
     device: torch.device,
     num_workers: int = 0,
     flip: bool = True,
     seed: int = 0,
     epoch_images: int | None = None,
-    precision: str = "fp32",
     on_progress: Progress = None,
 ) -> dict[str, list[float]]:
-    """Train ``model`` on ``dataset``'s images with the COCO ``annotations`` (the pseudo labels).
+    """Train ``model`` on ``dataset``'s images with the COCO ``annotations`` (the pseudo labels), with the
+    epochs, batch size, lr, weight decay and precision of ``cfg`` (``profile.instance``).
 
-    :func:`sgd_schedule` over all ``epochs`` (each of at most ``epoch_images`` images, a fresh random subset;
-    None: all): SGD (momentum 0.9, ``weight_decay``), lr ``lr`` warmed up
+    :func:`sgd_schedule` over all ``cfg.epochs`` (each of at most ``epoch_images`` images, a fresh random subset;
+    None: all): SGD (momentum 0.9, ``cfg.weight_decay``), lr ``cfg.lr`` warmed up
     over the first 10 % of the iterations and x0.1 after 2/3 and 8/9 of them. Returns the history, one value per
     iteration, of ``loss`` (L_IS), each torchvision loss term (``loss_classifier``, ``loss_box_reg``,
     ``loss_mask``, ``loss_objectness``, ``loss_rpn_box_reg``) and ``lr``. The model ends on ``device`` in
-    eval mode. ``precision`` ``"bf16"`` runs the forward pass under bfloat16 autocast (weights, gradients
+    eval mode. ``cfg.precision`` ``"bf16"`` runs the forward pass under bfloat16 autocast (weights, gradients
     and the optimizer stay float32), ``"fp32"`` in float32, ``"auto"`` bf16 where ``device`` computes it
     natively (:func:`wsis_core.device.resolve_precision`). ``on_progress(done, total)`` is called after every
     iteration.
     """
-    if precision not in PRECISIONS:
-        raise WsisInputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    precision = resolve_precision(precision, device)
+    precision = resolve_precision(cfg.precision, device)
     targets = InstanceTargets(dataset, group_by_image(annotations), flip=flip)
     classes = {int(ann["category_id"]) for _, anns in targets.items for ann in anns}
     if classes and not (min(classes) >= 1 and max(classes) < model_num_classes(model)):
@@ -124,14 +119,14 @@ def train_instance_segmentation(
     if len(targets) == 0:
         raise WsisInputError("no image has an instance annotation: nothing to train the IS branch on")
     loader = instance_loader(
-        targets, batch_size, seed=seed, epoch_images=epoch_images, num_workers=num_workers,
+        targets, cfg.batch_size, seed=seed, epoch_images=epoch_images, num_workers=num_workers,
         pin_memory=device.type == "cuda",
     )
-    optimizer, scheduler = sgd_schedule(model, epochs * len(loader), lr=lr, weight_decay=weight_decay)
+    optimizer, scheduler = sgd_schedule(model, cfg.epochs * len(loader), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: dict[str, list[float]] = defaultdict(list)
     model.to(device).train()
     with weak_supervision(), seeded_rng(seed, device):
-        for _ in range(epochs):
+        for _ in range(cfg.epochs):
             for images, batch_targets in loader:
                 with forward_precision(device, precision):
                     loss_terms = model(*to_device(images, batch_targets, device))
@@ -147,7 +142,7 @@ def train_instance_segmentation(
                 for name, value in zip(("loss", *loss_terms), values):
                     history[name].append(value)
                 if on_progress is not None:
-                    on_progress(len(history["loss"]), epochs * len(loader))
+                    on_progress(len(history["loss"]), cfg.epochs * len(loader))
     model.eval()
     return dict(history)
 

@@ -16,7 +16,6 @@ anchors (objects of the synthetic data are ~15-100 px), and 800 px images torchv
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torchvision
@@ -33,6 +32,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from wsis_core.backbone import BACKBONES, _load_weights
 from wsis_core.checkpoint import load_checkpoint
 from wsis_core.errors import WsisInputError
+from wsis_core.profiles import BackboneConfig, InstanceConfig
 
 _ASPECT_RATIOS = (0.5, 1.0, 2.0)
 _FPN_LEVELS = 5  # P2..P6
@@ -127,30 +127,46 @@ def _fpn_backbone(resnet: torchvision.models.ResNet, trainable_layers: int, chan
     return backbone
 
 
-def mask_rcnn_for(profile, num_classes: int) -> MaskRCNN:
-    """The IS branch a :class:`wsis_core.profiles.Profile` asks for, with C + 1 outputs (``num_classes``
-    counts the background). Checkpoints of a run are rebuilt with the same call."""
+def mask_rcnn_for(num_classes: int, *, cfg: InstanceConfig, backbone: BackboneConfig) -> MaskRCNN:
+    """The IS branch of a profile's ``instance`` and ``backbone`` sections, with C + 1 outputs
+    (``num_classes`` counts the background). Checkpoints of a run are rebuilt with the same call."""
     return build_mask_rcnn(
-        num_classes, profile.backbone, backbone_weights=profile.backbone_weights,
-        backbone_weights_sha256=profile.backbone_weights_sha256, min_size=profile.is_min_size,
-        max_size=profile.is_max_size, proposals_per_image=profile.is_proposals, rois_per_image=profile.is_rois,
-        mask_head_channels=profile.is_mask_channels, fpn_channels=profile.is_fpn_channels,
-        box_head_size=profile.is_box_head_size,
+        num_classes, backbone.name, backbone_weights=backbone.weights, backbone_weights_sha256=backbone.weights_sha256,
+        min_size=cfg.min_size, max_size=cfg.max_size, proposals_per_image=cfg.proposals, rois_per_image=cfg.rois,
+        mask_head_channels=cfg.mask_channels, fpn_channels=cfg.fpn_channels, box_head_size=cfg.box_head_size,
     )
 
 
 # Profile fields that shape the IS branch's weights: a model is rebuilt with the values saved in its checkpoint,
-# whatever the defaults are now.
-ARCHITECTURE_FIELDS = ("backbone", "is_mask_channels", "is_fpn_channels", "is_box_head_size")
+# whatever the defaults are now. Section -> field -> its flat name in checkpoints written before issue 21.
+ARCHITECTURE_FIELDS = {
+    "backbone": {"name": "backbone"},
+    "instance": {"mask_channels": "is_mask_channels", "fpn_channels": "is_fpn_channels",
+                 "box_head_size": "is_box_head_size"},
+}
 
 
-def load_mask_rcnn(profile, num_classes: int, path: Path) -> MaskRCNN:
-    """A trained IS branch from its checkpoint: the architecture fields of the profile saved with it
-    (:data:`ARCHITECTURE_FIELDS`), the rest from ``profile``; the local backbone weights are not needed again."""
+def saved_architecture(config: dict) -> dict[str, dict]:
+    """The :data:`ARCHITECTURE_FIELDS` a checkpoint's config records, section -> field -> value (nested
+    profiles, or the flat ones of checkpoints written before issue 21)."""
+    flat = not isinstance(config.get("instance"), dict)
+    saved = {}
+    for section, fields in ARCHITECTURE_FIELDS.items():
+        values = config if flat else config.get(section, {})
+        keys = {name: old if flat else name for name, old in fields.items()}
+        saved[section] = {name: values[key] for name, key in keys.items() if key in values}
+    return saved
+
+
+def load_mask_rcnn(path: Path, num_classes: int, *, cfg: InstanceConfig, backbone: BackboneConfig) -> MaskRCNN:
+    """A trained IS branch from its checkpoint: the architecture fields saved with it
+    (:data:`ARCHITECTURE_FIELDS`), the rest from ``cfg`` and ``backbone``; the local backbone weights are not
+    needed again."""
     checkpoint = load_checkpoint(path)
-    saved = {name: checkpoint.config[name] for name in ARCHITECTURE_FIELDS if name in checkpoint.config}
-    model = mask_rcnn_for(dataclasses.replace(profile, backbone_weights=None, backbone_weights_sha256=None, **saved),
-                          num_classes)
+    saved = saved_architecture(checkpoint.config)
+    backbone = type(backbone).model_validate({**backbone.without_weights().model_dump(), **saved["backbone"]})
+    cfg = type(cfg).model_validate({**cfg.model_dump(), **saved["instance"]})
+    model = mask_rcnn_for(num_classes, cfg=cfg, backbone=backbone)
     model.load_state_dict(checkpoint.state_dict)
     return model
 

@@ -26,6 +26,7 @@ from services.api.paths import weights_file
 from services.api.schemas import RoundMetrics, RoundOut, RunCreate, RunOut
 from services.workers import dispatch, jobs
 from wsis_core.errors import WsisInputError
+from wsis_core.profiles import WEIGHTS_FIELD
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 log = logging.getLogger(__name__)
@@ -35,9 +36,9 @@ log = logging.getLogger(__name__)
     "", status_code=201, response_model=RunOut, dependencies=Mutating, responses=error_responses(400, *GUARDED, 404)
 )
 def create_run(body: RunCreate, session: SessionDep, settings: SettingsDep) -> Run:
-    """Create a run; 400 if its ``backbone_weights`` is no file inside WSIS_WEIGHTS_ROOT."""
+    """Create a run; 400 if its ``backbone.weights`` override is no file inside WSIS_WEIGHTS_ROOT."""
     get_or_404(session, Dataset, body.dataset_id)
-    weights = body.config.overrides.get("backbone_weights")
+    weights = body.config.overrides.get(WEIGHTS_FIELD)
     if weights is not None:
         try:
             weights_file(settings, weights)
