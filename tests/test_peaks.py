@@ -84,3 +84,16 @@ def test_find_peaks_stage_returns_pixels_of_the_present_classes(synth_dataset):
             assert 0 <= p["x"] < info.width and 0 <= p["y"] < info.height
     (again,) = find_peaks(classifier, dataset, torch.device("cpu"), **shared, indices=[2])
     assert [(p["class"], p["x"], p["y"]) for p in again] == [(p["class"], p["x"], p["y"]) for p in peaks[2]]
+
+
+def test_min_ratio_drops_peaks_far_below_their_class_maximum():
+    # A negative trough widens the map's range, so the range threshold alone keeps the 0.3 bump (0.3 + 1 >= 0.5 *
+    # (1 + 1)); the ratio to the class maximum drops it, and keeps the 0.8 bump and the maximum itself.
+    class1 = _bumps(12, 12, [(2, 3, 1.0), (8, 9, 0.8), (9, 2, 0.3)]) - 2.0 * _bumps(12, 12, [(6, 6, 0.5)])
+    maps = class1[None, None]
+    present = torch.tensor([[True]])
+    by_range = local_peaks(maps, present, window=3, threshold=0.5)
+    assert (9, 2) in [(p.y, p.x) for p in by_range[0]]
+    by_ratio = local_peaks(maps, present, window=3, threshold=0.5, min_ratio=0.5)
+    assert [(p.y, p.x) for p in by_ratio[0]] == [(2, 3), (8, 9)]
+    assert [(p.y, p.x) for p in local_peaks(maps, present, window=3, threshold=0.5, min_ratio=1.0)[0]] == [(2, 3)]

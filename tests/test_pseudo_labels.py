@@ -60,3 +60,57 @@ def test_labels_drop_empty_instances_and_write_coco():
     assert np.array_equal(masks.decode(ann["segmentation"]), instances[0].mask) and ann["area"] == 100
     semantic = semantic_label_from_instances([(i.category_id, i.mask) for i in instances], 20, 30)
     assert set(np.unique(semantic)) == {0, 1} and (semantic == 1).sum() == 100
+
+
+def _disk_image(size=48, centre=(24, 24), radius=12):
+    """RGB uint8: a red disk on a noisy blue-green background, and the disk's mask."""
+    rng = np.random.default_rng(0)
+    image = np.empty((size, size, 3), np.uint8)
+    image[...] = (30, 120, 110)
+    image = np.clip(image + rng.integers(-20, 20, image.shape), 0, 255).astype(np.uint8)
+    ys, xs = np.mgrid[:size, :size]
+    disk = (ys - centre[0]) ** 2 + (xs - centre[1]) ** 2 <= radius**2
+    image[disk] = (200, 40, 40)
+    return image, disk
+
+
+def _part_scores(size, part):
+    """S where class 1 wins only on ``part`` (the discriminative part), background elsewhere."""
+    scores = torch.zeros(2, size, size)
+    scores[0] = 0.8
+    scores[1][torch.from_numpy(part)] = 0.9
+    return scores
+
+
+def test_grabcut_cuts_the_whole_object_out_of_a_box_where_s_covers_only_a_part():
+    image, disk = _disk_image()
+    part = np.zeros_like(disk)
+    part[12:18, 20:28] = True
+    part &= disk
+    scores, box = _part_scores(48, part), torch.tensor([[10.0, 10.0, 38.0, 38.0]])
+    argmax = crop_instances(scores, box, torch.tensor([1]))[0].numpy()
+    cut = crop_instances(scores, box, torch.tensor([1]), mode="grabcut", image=image)[0].numpy()
+    iou = lambda a, b: (a & b).sum() / (a | b).sum()  # noqa: E731
+    assert iou(argmax, disk) < 0.2
+    assert iou(cut, disk) > 0.9
+    # A cut keeping less than grabcut_min_fill of its box gives way to the argmax crop of S.
+    fallback = crop_instances(scores, box, torch.tensor([1]), mode="grabcut", image=image, grabcut_min_fill=1.0)
+    assert torch.equal(fallback[0], torch.from_numpy(argmax))
+    with pytest.raises(ValueError, match="needs the image"):
+        crop_instances(scores, box, torch.tensor([1]), mode="grabcut")
+
+
+def test_grabcut_gives_an_overlap_to_the_smaller_front_box_and_labels_keep_the_masks():
+    image, back = _disk_image(size=64, centre=(30, 26), radius=14)
+    ys, xs = np.mgrid[:64, :64]
+    front = (ys - 36) ** 2 + (xs - 44) ** 2 <= 9**2
+    image[front] = (230, 220, 40)
+    scores = _part_scores(64, np.zeros((64, 64), bool))
+    boxes = torch.tensor([[10.0, 14.0, 42.0, 46.0], [33.0, 25.0, 56.0, 48.0]])
+    result = crop_instances(scores, boxes, torch.tensor([1, 1]), mode="grabcut", image=image)
+    assert not (result[0] & result[1]).any()
+    overlap = torch.from_numpy(front) & box_masks(boxes, 64, 64)[0] & box_masks(boxes, 64, 64)[1]
+    assert overlap.any() and not result[0][overlap].any()
+    labels = make_instance_labels(scores, boxes, torch.tensor([1, 1]), torch.tensor([0.9, 0.8]), mode="grabcut",
+                                  image=image)
+    assert [label.mask.sum() for label in labels] == [int(result[0].sum()), int(result[1].sum())]

@@ -20,8 +20,8 @@ Pooling = Literal["gap", "lse"]
 # moves away from the box's centre, so a box only grows from its starting box).
 GapMode = Literal["ring", "paper"]
 MoveMode = Literal["free", "outward"]
-# Pseudo instance pixels: argmax of S is the box's class, or score above a threshold.
-CropMode = Literal["argmax", "threshold"]
+# Pseudo instance pixels: argmax of S is the box's class, score above a threshold, or GrabCut in the box.
+CropMode = Literal["argmax", "threshold", "grabcut"]
 # A run's supervision (image labels, or true masks: the upper bound) and where its boxes come from (MIL, or
 # the SS masks: Table 3's "Seg only").
 Supervision = Literal["weak", "full"]

@@ -6,8 +6,9 @@ response map". A peak is a local maximum over a ``window x window`` neighbourhoo
 comparing the map with its max-pooled self, kept when it reaches ``threshold`` of the map's range
 (``(value - min) / (max - min)``, i.e. the fraction of the map's maximum for a rectified map) and, when
 ``min_score`` is given, when its response is above it: a response at or below 0 is evidence against the class
-(PRM keeps only peaks of the rectified map). The global maximum of every present class is always a peak, so
-every present class gets at least one bag.
+(PRM keeps only peaks of the rectified map), and, with ``min_ratio``, when it reaches that fraction of the
+class map's maximum (secondary peaks far below their class's best one sit on clutter). The global maximum of
+every present class is always a peak, so every present class gets at least one bag.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ class Peak(NamedTuple):
 
 
 def local_peaks(
-    maps: torch.Tensor, present: torch.Tensor, window: int, threshold: float, min_score: float | None = None
+    maps: torch.Tensor, present: torch.Tensor, window: int, threshold: float, min_score: float | None = None,
+    min_ratio: float = 0.0,
 ) -> list[list[Peak]]:
     """Peaks of the maps [B, C, h, w] of the present classes (bool [B, C]), per image, best first; with
-    ``min_score``, only responses above it (besides each present class's global maximum)."""
+    ``min_score``, only responses above it, with ``min_ratio``, only those reaching that fraction of their
+    map's maximum (besides each present class's global maximum)."""
     pooled = F.max_pool2d(maps, kernel_size=window, stride=1, padding=window // 2)
     flat = maps.flatten(2)
     low, high = flat.amin(-1), flat.amax(-1)
@@ -43,6 +46,8 @@ def local_peaks(
     is_peak = (maps == pooled) & (relative >= threshold)
     if min_score is not None:
         is_peak &= maps > min_score
+    if min_ratio > 0:
+        is_peak &= maps >= min_ratio * high[..., None, None]
     is_peak = is_peak.flatten(2)
     is_peak.scatter_(2, flat.argmax(-1, keepdim=True), True)
     is_peak &= present.to(maps.device)[..., None]
@@ -87,7 +92,8 @@ def find_peaks(
         maps = classifier.response_maps(images)
         h, w = maps.shape[-2:]
         per_image = local_peaks(
-            maps, present_classes(dataset, positions), cfg.peak_window, cfg.peak_threshold, cfg.peak_min_score
+            maps, present_classes(dataset, positions), cfg.peak_window, cfg.peak_threshold, cfg.peak_min_score,
+            cfg.peak_min_ratio,
         )
         for peaks, (height, width) in zip(per_image, sizes):
             results.append(

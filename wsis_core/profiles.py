@@ -124,6 +124,8 @@ class ClassifierConfig(ScheduleConfig):
     peak_threshold: Fraction = _meaning("a peak must reach this fraction of its map's range", 0.5)
     peak_min_score: _at_most(1000.0, low=None) | None = _meaning(
         "a peak's response must exceed this (none: any response; PRM: positive)", 0.0)
+    peak_min_ratio: Fraction = _meaning(
+        "a peak's response must reach this fraction of its class map's maximum (0: any)", 0.0)
 
     @field_validator("max_scale")
     @classmethod
@@ -212,8 +214,12 @@ class CcgrConfig(Section):
 class PseudoConfig(Section):
     """Pseudo instance labels: the refined boxes cropping the SS score map."""
 
-    crop_mode: CropMode = _meaning("pseudo mask pixels: argmax of S is the box's class, or threshold", "argmax")
+    crop_mode: CropMode = _meaning(
+        "pseudo mask pixels: argmax of S is the box's class (paper), threshold, or grabcut in the box", "argmax")
     crop_threshold: Fraction = _meaning("score above which a pixel is in the mask (crop_mode threshold)", 0.5)
+    grabcut_iters: _count(1, 100) = _meaning("GrabCut iterations per box (crop_mode grabcut)", 5)
+    grabcut_min_fill: Fraction = _meaning(
+        "a cut keeping less of its box falls back to the argmax crop of S (crop_mode grabcut)", 0.2)
     min_instance_pixels: _count(0, 10**8) = _meaning("smallest pseudo mask kept, in pixels", 10)
 
 

@@ -3,11 +3,18 @@ refinement": "we directly crop the segmentation map with the refined boxes as th
 labels for training the IS branch").
 
 Inside each box, a pixel belongs to the instance when the box's class wins the score map's argmax
-there (``mode="argmax"``) or its class score exceeds ``threshold`` (``mode="threshold"``). A pixel
-claimed by several instances goes to the one whose class scores highest there, ties (same class)
-to the smallest box, which is the front object when same-class instances overlap. Instances
-smaller than ``min_pixels`` are dropped. The union of the instances of a class is the next round's
-semantic label of that class.
+there (``mode="argmax"``, the paper's crop) or its class score exceeds ``threshold``
+(``mode="threshold"``). ``mode="grabcut"`` cuts the object out of the image instead: GrabCut (Rother et
+al. 2004, as "Simple Does It", Khoreva et al. 2017, makes masks from boxes) with the box as its probable
+foreground and everything outside as background; where the cut keeps less than ``min_fill`` of the box
+(it settled on a fragment), the argmax crop of S is the mask. S is trained on the classifier's evidence,
+which on a part-discriminative class covers the part, not the object; the image's own colours outline the
+whole object inside a good box.
+
+A pixel claimed by several instances goes to the one whose class scores highest there (GrabCut: to the
+smallest box), ties (same class) to the smallest box, which is the front object when same-class
+instances overlap. Instances smaller than ``min_pixels`` are dropped. The union of the instances of a
+class is the next round's semantic label of that class.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 
@@ -41,6 +49,22 @@ def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return inside_y[:, :, None] & inside_x[:, None, :]
 
 
+def grabcut_mask(image: np.ndarray, box_mask: np.ndarray, iters: int) -> np.ndarray | None:
+    """GrabCut foreground [H, W] bool of an RGB uint8 ``image`` [H, W, 3] inside ``box_mask`` (probable
+    foreground; the rest of the image is background), or None where the cut cannot run (an empty box, or a
+    box that leaves no background)."""
+    if box_mask.sum() < 2 or box_mask.all():
+        return None
+    labels = np.where(box_mask, cv2.GC_PR_FGD, cv2.GC_BGD).astype(np.uint8)
+    background, foreground = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    try:
+        cv2.grabCut(np.ascontiguousarray(image), labels, None, background, foreground, iters,
+                    cv2.GC_INIT_WITH_MASK)
+    except cv2.error:  # a colour model it cannot fit (e.g. too few distinct pixels)
+        return None
+    return (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+
+
 def crop_instances(
     score_map: torch.Tensor,
     boxes: torch.Tensor,
@@ -48,8 +72,12 @@ def crop_instances(
     *,
     mode: str = "argmax",
     threshold: float = 0.5,
+    image: np.ndarray | None = None,
+    grabcut_iters: int = 5,
+    grabcut_min_fill: float = 0.2,
 ) -> torch.Tensor:
-    """Instance masks [K, H, W] of one image from its score map [C+1, H, W] and K class boxes.
+    """Instance masks [K, H, W] of one image from its score map [C+1, H, W] and K class boxes (``grabcut``
+    also needs the RGB ``image``).
 
     Overlaps are resolved so that every pixel belongs to at most one instance.
     """
@@ -57,14 +85,25 @@ def crop_instances(
         raise ValueError(f"mode must be one of {CROP_MODES}, got {mode!r}")
     _, height, width = score_map.shape
     class_scores = score_map[classes]  # [K, H, W]
-    if mode == "argmax":
-        foreground = score_map.argmax(dim=0)[None] == classes[:, None, None]
-    else:
+    inside = box_masks(boxes, height, width)
+    if mode == "threshold":
         foreground = class_scores > threshold
-    claimed = box_masks(boxes, height, width) & foreground
+    else:
+        foreground = score_map.argmax(dim=0)[None] == classes[:, None, None]
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     tie_break = areas / (areas.max() + 1) * 1e-4  # smaller box wins among equal class scores
-    priority = torch.where(claimed, class_scores.float() - tie_break[:, None, None], torch.tensor(-1.0))
+    priority = class_scores.float() - tie_break[:, None, None]
+    if mode == "grabcut":
+        if image is None:
+            raise ValueError("mode 'grabcut' needs the image")
+        foreground = foreground.clone()
+        for k, box_mask in enumerate(inside.cpu().numpy()):
+            cut = grabcut_mask(image, box_mask, grabcut_iters)
+            if cut is not None and cut.sum() >= grabcut_min_fill * box_mask.sum():
+                foreground[k] = torch.from_numpy(cut).to(foreground.device)
+        priority = -tie_break[:, None, None].expand_as(priority)  # the cut knows no class score: the front box
+    claimed = inside & foreground
+    priority = torch.where(claimed, priority, torch.tensor(-2.0))
     owner = priority.argmax(dim=0)
     return claimed & (owner[None] == torch.arange(len(boxes), device=boxes.device)[:, None, None])
 
@@ -78,11 +117,17 @@ def make_instance_labels(
     mode: str = "argmax",
     threshold: float = 0.5,
     min_pixels: int = 10,
+    image: np.ndarray | None = None,
+    grabcut_iters: int = 5,
+    grabcut_min_fill: float = 0.2,
 ) -> list[InstanceLabel]:
-    """Pseudo instances of one image, empty and tiny ones dropped."""
+    """Pseudo instances of one image (see :func:`crop_instances`), empty and tiny ones dropped."""
     if len(boxes) == 0:
         return []
-    instance_masks = crop_instances(score_map, boxes, classes, mode=mode, threshold=threshold).cpu().numpy()
+    instance_masks = crop_instances(
+        score_map, boxes, classes, mode=mode, threshold=threshold, image=image, grabcut_iters=grabcut_iters,
+        grabcut_min_fill=grabcut_min_fill,
+    ).cpu().numpy()
     return [
         InstanceLabel(int(c), m, tuple(float(v) for v in b), float(s))
         for m, b, c, s in zip(instance_masks, boxes.tolist(), classes.tolist(), scores.tolist())

@@ -296,7 +296,7 @@ def stage_pseudo_labels(ctx: RoundContext, on_progress: Progress) -> dict[str, P
         by_image[ann["image_id"]].append(ann)
     cfg, labels = ctx.profile.pseudo, {}
     for done, info in enumerate(ctx.train_set.images, start=1):
-        labels[info.id] = _crop(ctx, info, by_image[info.id], cfg.crop_mode, cfg.crop_threshold)
+        labels[info.id] = _crop(ctx, done - 1, by_image[info.id], cfg.crop_mode, cfg.crop_threshold)
         if on_progress:
             on_progress(done, len(ctx.train_set))
     if ctx.number > 1:
@@ -304,7 +304,8 @@ def stage_pseudo_labels(ctx: RoundContext, on_progress: Progress) -> dict[str, P
     elif not any(labels.values()) and by_image:
         ctx.note(f"no box of the {len(ctx.train_set)} images left a pseudo mask ({cfg.crop_mode} crop of S): "
                  "the whole boxes are the masks instead")
-        labels = {info.id: _crop(ctx, info, by_image[info.id], "threshold", -1.0) for info in ctx.train_set.images}
+        labels = {info.id: _crop(ctx, position, by_image[info.id], "threshold", -1.0)
+                  for position, info in enumerate(ctx.train_set.images)}
     annotations = []
     for info in ctx.train_set.images:
         renumbered = [{**ann, "id": len(annotations) + k} for k, ann in enumerate(labels[info.id], start=1)]
@@ -313,16 +314,20 @@ def stage_pseudo_labels(ctx: RoundContext, on_progress: Progress) -> dict[str, P
     return {"pseudo_labels": ctx.work.path(PSEUDO_LABELS)}
 
 
-def _crop(ctx: RoundContext, info, anns: list[dict], mode: str, threshold: float) -> list[dict]:
-    """COCO annotations of the pseudo instances of one image: its boxes ``anns`` cropping the SS score map."""
+def _crop(ctx: RoundContext, position: int, anns: list[dict], mode: str, threshold: float) -> list[dict]:
+    """COCO annotations of the pseudo instances of the train image at ``position``: its boxes ``anns``
+    cropping the SS score map (or cutting the image: ``grabcut``)."""
     if not anns:
         return []
+    info, cfg = ctx.train_set.images[position], ctx.profile.pseudo
     instances = make_instance_labels(
         torch.from_numpy(ctx.work.read_scores(SCORE_MAPS, image_stem(info))),
         torch.tensor([xyxy(a["bbox"]) for a in anns], dtype=torch.float32),
         torch.tensor([a["category_id"] for a in anns]),
         torch.tensor([a["score"] for a in anns], dtype=torch.float32),
-        mode=mode, threshold=threshold, min_pixels=ctx.profile.pseudo.min_instance_pixels,
+        mode=mode, threshold=threshold, min_pixels=cfg.min_instance_pixels,
+        image=ctx.train_set.load_image(position) if mode == "grabcut" else None,
+        grabcut_iters=cfg.grabcut_iters, grabcut_min_fill=cfg.grabcut_min_fill,
     )
     return to_coco_annotations(info.id, instances)
 
