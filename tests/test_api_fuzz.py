@@ -28,8 +28,8 @@ from schemathesis.specs.openapi import checks as openapi_checks  # importing it 
 from integration import harness
 from integration.review_data import add_stage_file
 from services.api.app import create_app
-from services.api.db import sessionmaker_for, upgrade_database
-from services.api.settings import get_settings
+from services.common.db import sessionmaker_for, upgrade_database
+from services.common.settings import get_settings
 from services.workers.celery_app import app as celery_app
 from wsis_core.data.synth import generate_dataset
 

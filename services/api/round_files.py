@@ -14,10 +14,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.api.deps import get_or_404
-from services.api.models import SUCCEEDED, Artifact, Job, Round
-from services.api.paths import OutsideRootError, resolve_inside
-from services.api.settings import Settings
-from services.workers import store
+from services.common import store
+from services.common.models import SUCCEEDED, Artifact, Job, Round
+from services.common.paths import OutsideRootError, resolve_inside
+from services.common.settings import Settings
 from wsis_core import run_layout
 from wsis_core.data.dataset import open_weak_dataset
 from wsis_core.data.types import ImageInfo

@@ -5,7 +5,7 @@ does nothing twice), runs the stage with a progress callback on the Job row whil
 the job's lease, records the outputs as Artifact rows (and Metric rows when the stage wrote
 metrics) and marks the job done. Stages are idempotent, so a task re-delivered after a lost worker
 finds the finished outputs. A task that finished its job sends the round's next job (through the
-outbox of ``services.workers.jobs``: if the worker dies before the send, the recovery loop sends it);
+outbox of ``services.common.jobs``: if the worker dies before the send, the recovery loop sends it);
 one that failed, was cancelled, or did not claim its job (it had ended, another attempt holds it, an
 earlier stage has not succeeded) sends nothing.
 """
@@ -17,12 +17,13 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-from services.api.db import session_scope
-from services.api.models import CANCELLED, FAILED, SUCCEEDED
-from services.api.paths import resolve_inside, weights_file
-from services.api.settings import get_settings
-from services.workers import backend, jobs, store
-from services.workers.celery_app import app
+from services.common import jobs, store
+from services.common.db import session_scope
+from services.common.models import CANCELLED, FAILED, SUCCEEDED
+from services.common.paths import resolve_inside, weights_file
+from services.common.settings import get_settings
+from services.workers import backend, recovery
+from services.workers.celery_app import app, stage_task_name
 from wsis_core.device import resolve_device
 from wsis_core.errors import WsisInputError
 from wsis_core.rounds import STAGES
@@ -66,8 +67,6 @@ def run_job(job_id: int, task_id: str | None) -> str:
         _record_failure(settings.database_url, ctx, settings.masked(f"{type(exc).__name__}: {exc}"))
         raise
     if status == SUCCEEDED:
-        from services.workers import recovery  # imports this module's STAGE_TASKS (through dispatch)
-
         recovery.send_next(settings, ctx.run_id, ctx.round_number)
     return status
 
@@ -111,7 +110,7 @@ def _record_failure(database_url: str, ctx: jobs.JobContext, error: str) -> None
 
 
 def _stage_task(stage: str):
-    @app.task(name=f"wsis.stage.{stage}", bind=True, acks_late=True, reject_on_worker_lost=True)
+    @app.task(name=stage_task_name(stage), bind=True, acks_late=True, reject_on_worker_lost=True)
     def stage_task(self, job_id: int) -> str:
         return run_job(job_id, self.request.id)
 

@@ -25,8 +25,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.api.app import create_app
-from services.api.db import sessionmaker_for, upgrade_database
-from services.api.settings import Settings, get_settings
+from services.common.db import sessionmaker_for, upgrade_database
+from services.common.settings import Settings, get_settings
 
 REPO = Path(__file__).resolve().parents[2]
 TESTS = REPO / "tests"

@@ -15,10 +15,10 @@ from starlette.concurrency import run_in_threadpool
 
 from services.api import uploads
 from services.api.deps import GUARDED, Mutating, PageDep, PathId, SessionDep, SettingsDep, error_responses, get_or_404
-from services.api.models import Dataset
-from services.api.paths import OutsideRootError, UnresolvablePathError, relative_inside, resolve_inside
 from services.api.schemas import UPLOAD_NAME_PATTERN, DatasetCreate, DatasetOut
-from services.api.settings import Settings
+from services.common.models import Dataset
+from services.common.paths import OutsideRootError, UnresolvablePathError, relative_inside, resolve_inside
+from services.common.settings import Settings
 from wsis_core.data.dataset import SplitSummary, dataset_splits, open_ground_truth
 from wsis_core.errors import WsisInputError
 

@@ -15,12 +15,12 @@ from starlette.concurrency import run_in_threadpool
 
 from services.api.deps import GUARDED, Mutating, PathId, SessionDep, error_responses, get_or_404, read_in_thread
 from services.api.downloads import file_download
-from services.api.models import Artifact, Job, Round
-from services.api.paths import OutsideRootError, resolve_inside
 from services.api.round_files import MODEL, RoundPlace, StoredFile, locate_round, split_images, stage_file
 from services.api.schemas import ArtifactOut, JobOut, RoundOut
-from services.api.settings import Settings
-from services.workers import jobs
+from services.common import jobs
+from services.common.models import Artifact, Job, Round
+from services.common.paths import OutsideRootError, resolve_inside
+from services.common.settings import Settings
 from wsis_core import exports
 from wsis_core.io import atomic_file
 

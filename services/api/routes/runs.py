@@ -21,10 +21,11 @@ from services.api.deps import (
     get_or_404,
     read_in_thread,
 )
-from services.api.models import ACTIVE_STATUSES, FAILED, SUCCEEDED, Dataset, Metric, Round, Run
-from services.api.paths import weights_file
 from services.api.schemas import RoundMetrics, RoundOut, RunCreate, RunOut
-from services.workers import dispatch, jobs
+from services.common import jobs
+from services.common.models import ACTIVE_STATUSES, FAILED, SUCCEEDED, Dataset, Metric, Round, Run
+from services.common.paths import weights_file
+from services.workers import dispatch
 from wsis_core.errors import WsisInputError
 
 router = APIRouter(prefix="/runs", tags=["runs"])

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.api.paths import relative_inside
+from services.common.paths import relative_inside
 
 CHUNK = 1 << 20
 

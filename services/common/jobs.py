@@ -29,8 +29,8 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
-from services.api.db import session_scope
-from services.api.models import (
+from services.common.db import session_scope
+from services.common.models import (
     ACTIVE_STATUSES,
     CANCELLED,
     FAILED,
@@ -44,8 +44,8 @@ from services.api.models import (
     Run,
     utcnow,
 )
-from services.api.paths import OutsideRootError, resolve_inside
-from services.workers.store import ArtifactRecord
+from services.common.paths import OutsideRootError, resolve_inside
+from services.common.store import ArtifactRecord
 
 PROGRESS_STEP = 0.01  # smallest progress change written to the database
 CANCEL_CHECK_S = 1.0  # a running stage looks for its cancellation at least this often (at its next step)
