@@ -130,6 +130,7 @@ class RunOut(Out):
     rounds_to_launch: int
     created_at: datetime
     rounds: list[RoundSummary]
+    storage_bytes: int = Field(0, description="bytes the run's recorded artifacts take in the artifact store")
 
 
 class JobOut(Out):

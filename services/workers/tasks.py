@@ -17,12 +17,14 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-from services.common import jobs, store
+from services.common import jobs, scratch
+from services.common import store as store_files
 from services.common.db import session_scope
 from services.common.models import CANCELLED, FAILED, SUCCEEDED
-from services.common.paths import resolve_inside, weights_file
+from services.common.paths import weights_file
+from services.common.scratch import open_store
 from services.common.settings import get_settings
-from services.workers import backend, recovery
+from services.workers import backend, recovery, retention
 from services.workers.celery_app import app, stage_task_name
 from wsis_core.device import resolve_device
 from wsis_core.errors import WsisInputError
@@ -44,15 +46,21 @@ def run_job(job_id: int, task_id: str | None) -> str:
     if isinstance(ctx, str):
         return ctx
     rounds = backend.load()
-    run_dir = store.run_dir(settings.artifact_root, ctx.run_id)
+    store = open_store(settings)
+    mirror = scratch.run_mirror(settings, store, ctx.run_id)
     try:
         with leased(settings.database_url, ctx, settings.job_lease_s / HEARTBEATS_PER_LEASE):
+            # object storage: stage the run's objects into this host's scratch, run there, upload what changed
+            before = mirror.sync() if mirror else {}
+            run_dir = mirror.folder if mirror else store_files.run_dir(store.local_root, ctx.run_id)
             outputs = rounds.run_stage(
-                ctx.stage, data=resolve_inside(settings.data_root, ctx.dataset_path), run_dir=run_dir,
+                ctx.stage, data=scratch.dataset_folder(settings, ctx.dataset_path), run_dir=run_dir,
                 round_number=ctx.round_number, config=_with_weights_file(settings, ctx.config), device=device,
                 on_progress=jobs.ProgressReporter(settings.database_url, ctx),
             )
-        records = [store.describe(settings.artifact_root, kind, path) for kind, path in outputs.items()]
+            if mirror:
+                mirror.publish(before)  # before the rows: an Artifact row names an object that is in the bucket
+        records = [store_files.describe(store.local_root, kind, path) for kind, path in outputs.items()]
         metrics = rounds.round_metrics(run_dir, ctx.round_number) if "metrics" in outputs else {}
         metrics = {str(name): None if value is None else float(value) for name, value in metrics.items()}
         message = rounds.stage_message(run_dir, ctx.round_number, ctx.stage) or "done"
@@ -67,6 +75,8 @@ def run_job(job_id: int, task_id: str | None) -> str:
         _record_failure(settings.database_url, ctx, settings.masked(f"{type(exc).__name__}: {exc}"))
         raise
     if status == SUCCEEDED:
+        if settings.keep_models == "needed":
+            retention.drop_unneeded_checkpoints(settings, store, ctx.run_id)
         recovery.send_next(settings, ctx.run_id, ctx.round_number)
     return status
 
