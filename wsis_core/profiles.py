@@ -113,7 +113,8 @@ class Profile:
     min_instance_pixels: int = 10
     # IS branch (Mask R-CNN with FPN).
     is_epochs: int = 6
-    is_batch_size: int = 4
+    is_batch_size: int = 4  # per device
+    devices: int = 1  # IS training processes under DDP, one per device (wsis_core/instance_seg/distributed.py)
     is_lr: float = 0.005  # 0.01 at batch 2-3 was stable in short CPU runs, 0.02 diverged
     is_weight_decay: float = 1e-4
     is_min_size: int = 160
@@ -167,7 +168,7 @@ class Profile:
         )
         _require(len(self.psp_bins) > 0 and min(self.psp_bins) >= 1, "psp_bins", self.psp_bins, "positive bin sizes")
         for name in ("proposal_max", "proposal_workers", "mil_top_k", "mil_hidden", "ccgr_chunk_images",
-                     "is_batch_size", "is_min_size", "is_max_size", "is_proposals", "is_rois", "is_mask_channels",
+                     "is_batch_size", "devices", "is_min_size", "is_max_size", "is_proposals", "is_rois", "is_mask_channels",
                      "is_fpn_channels", "is_box_head_size"):
             _require(getattr(self, name) >= 1, name, getattr(self, name), "at least 1")
         for name in ("mil_epochs", "ccgr_iters", "is_epochs", "min_instance_pixels"):
@@ -206,7 +207,7 @@ MAXIMA: dict[str, float] = {
     "mil_epochs": 1000, "mil_lr": 10.0, "mil_weight_decay": 1.0, "mil_feature_stage": 3, "mil_hidden": 8192, "mil_nms_iou": 1.0,
     "ccgr_iters": 10_000, "ccgr_lr": 1000.0, "ccgr_context_scale": 10.0, "ccgr_chunk_images": 4096,
     "crop_threshold": 1.0, "min_instance_pixels": 10**8,
-    "is_epochs": 1000, "is_batch_size": 256, "is_lr": 10.0, "is_weight_decay": 1.0, "is_min_size": 4096,
+    "is_epochs": 1000, "is_batch_size": 256, "devices": 64, "is_lr": 10.0, "is_weight_decay": 1.0, "is_min_size": 4096,
     "is_max_size": 4096, "is_proposals": 100_000, "is_rois": 100_000, "is_mask_channels": 4096,
     "is_fpn_channels": 4096, "is_box_head_size": 16_384, "is_score_threshold": 1.0, "is_label_score": 1.0,
 }
@@ -381,7 +382,8 @@ FIELD_HELP: dict[str, str] = {
     "crop_threshold": "score above which a pixel is in the mask (crop_mode threshold)",
     "min_instance_pixels": "smallest pseudo mask kept, in pixels",
     "is_epochs": "IS branch (Mask R-CNN) training epochs",
-    "is_batch_size": "IS branch batch size",
+    "is_batch_size": "IS branch batch size per device",
+    "devices": "IS training devices (DDP, one process each; global batch = devices x is_batch_size)",
     "is_lr": "IS branch learning rate",
     "is_weight_decay": "IS branch weight decay",
     "is_min_size": "IS branch input: shorter side in pixels",

@@ -28,7 +28,8 @@ from wsis_core.data.guard import weak_supervision
 from wsis_core.device import resolve_precision
 from wsis_core.errors import WsisInputError
 from wsis_core.evaluation import evaluate
-from wsis_core.instance_seg.engine import predict_instances, train_instance_segmentation
+from wsis_core.instance_seg.distributed import train_distributed
+from wsis_core.instance_seg.engine import predict_instances
 from wsis_core.instance_seg.model import load_mask_rcnn, mask_rcnn_for
 from wsis_core.io import read_json, write_json
 from wsis_core.mil import WSDDNHead, distinct_boxes, select_boxes, train_mil
@@ -345,8 +346,9 @@ def stage_is_train(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
     model = _load_mask_rcnn(ctx, ctx.previous().require(MODEL)) if ctx.number > 1 else mask_rcnn_for(ctx.profile, len(ctx.config.classes) + 1)
     precision = resolve_precision(profile.is_precision, ctx.device)
     with _guard(ctx):
-        train_instance_segmentation(
-            model, ctx.train_set, annotations, epochs=profile.is_epochs, batch_size=profile.is_batch_size,
+        train_distributed(
+            model, ctx.train_set, annotations, devices=profile.devices, epochs=profile.is_epochs,
+            batch_size=profile.is_batch_size,
             lr=profile.is_lr, weight_decay=profile.is_weight_decay, device=ctx.device, seed=profile.seed,
             epoch_images=profile.epoch_images, precision=precision, on_progress=on_progress,
         )

@@ -23,6 +23,7 @@ from services.common.artifact_store import ArtifactStore, LocalStore, S3Store, c
 from services.common.paths import OutsideRootError, resolve_inside
 from services.common.settings import Settings
 from services.common.store import file_sha256, run_dir
+from wsis_core import run_layout
 
 MANIFESTS, ARTIFACTS, DATASETS = ".manifests", "artifacts", "datasets"
 MARKERS = "stages"  # the folder of a round's stage markers (wsis_core.run_layout.marker_name): uploaded last
@@ -61,6 +62,7 @@ class Mirror:
     folder: Path
     scratch: Path
     max_bytes: int
+    host_local: tuple[str, ...] = ()  # files each host writes for itself: uploaded, never fetched
 
     @property
     def manifest_path(self) -> Path:
@@ -85,6 +87,8 @@ class Mirror:
         tags = self._manifest()
         for obj in self.store.list(self.prefix):
             relative = obj.key[len(self.prefix):] if self.prefix else obj.key
+            if relative in self.host_local:
+                continue
             local = resolve_inside(self.folder, check_key(relative))
             if tags.get(relative) != obj.tag or not local.is_file():
                 tags[relative] = self.store.download(obj.key, local)
@@ -109,8 +113,9 @@ def run_mirror(settings: Settings, store: ArtifactStore, run_id: int) -> Mirror 
     if isinstance(store, LocalStore):
         return None
     folder = run_dir(store.local_root, run_id)
+    # config.json names this host's copy of the dataset (its ``data`` folder)
     return Mirror(store, f"{folder.relative_to(store.local_root).as_posix()}/", folder, settings.scratch,
-                  settings.scratch_max_mb << 20)
+                  settings.scratch_max_mb << 20, host_local=(run_layout.CONFIG,))
 
 
 def fetch(settings: Settings, store: ArtifactStore, key: str, sha256: str | None = None) -> Path:
