@@ -82,8 +82,8 @@ class Mirror:
         partial.replace(self.manifest_path)
 
     def sync(self) -> FileState:
-        """Fetch the objects that are new or changed since the last sync; returns the folder's file state."""
-        evict(self.scratch, self.max_bytes, keep=self.manifest_path)
+        """Fetch the objects that are new or changed since the last sync, then evict other mirrors past the bound;
+        returns the folder's file state."""
         tags = self._manifest()
         for obj in self.store.list(self.prefix):
             relative = obj.key[len(self.prefix):] if self.prefix else obj.key
@@ -93,6 +93,7 @@ class Mirror:
             if tags.get(relative) != obj.tag or not local.is_file():
                 tags[relative] = self.store.download(obj.key, local)
         self._write_manifest(tags)
+        evict(self.scratch, self.max_bytes, keep=self.manifest_path)
         return file_state(self.folder)
 
     def publish(self, before: FileState) -> list[str]:
