@@ -141,3 +141,9 @@ def test_keep_models_needed_drops_the_checkpoints_of_a_finished_round(tmp_path, 
         kinds = {a["kind"] for a in client.get(f"/api/rounds/{round_['id']}/artifacts").json()}
     assert "mil_model" not in kinds and kinds
     assert not list(settings.artifact_root.rglob("mil.pt"))
+
+
+def test_the_status_page_shows_each_runs_storage():
+    from services.api.app import STATIC_DIR
+
+    assert "run.storage_bytes" in (STATIC_DIR / "app.js").read_text()
