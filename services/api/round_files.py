@@ -66,7 +66,8 @@ def locate_round(session: Session, settings: Settings, round_id: int) -> RoundPl
 def dataset_root(settings: Settings, path: str) -> Path:
     """The local folder of a dataset (an s3:// one is mirrored into the scratch once per process: a registered
     dataset does not change)."""
-    return _dataset_roots.get((path, str(settings.scratch)), lambda: scratch.dataset_folder(settings, path))
+    key = (path, str(settings.data_root), str(settings.scratch))
+    return _dataset_roots.get(key, lambda: scratch.dataset_folder(settings, path))
 
 
 def stage_artifact(session: Session, settings: Settings, round_id: int, artifact: tuple[str, str], what: str):
