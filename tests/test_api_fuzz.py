@@ -97,6 +97,8 @@ KNOWN = {
     "GET /api/datasets/{dataset_id}": [{"path_parameters": {"dataset_id": 1}}],
     "POST /api/runs": [{"body": {"dataset_id": 1, "config": {"seed": 2, "supervision": "full"}}}],
     "GET /api/runs/{run_id}": [{"path_parameters": {"run_id": 1}}],
+    # run 2: made by POST /api/runs's known case (that operation comes first); run 1 stays for the later operations
+    "DELETE /api/runs/{run_id}": [{"path_parameters": {"run_id": 2}}],
     "POST /api/runs/{run_id}/rounds": [{"path_parameters": {"run_id": 1}}],
     "GET /api/runs/{run_id}/metrics": [{"path_parameters": {"run_id": 1}}],
     "GET /api/rounds/{round_id}": [{"path_parameters": {"round_id": 1}}],
