@@ -171,9 +171,9 @@ def big_pseudo_labels(path: Path, size_mb: int) -> None:
 
 def register_big_artifact(database_url: str, artifact_root: Path, run_id: int, size_mb: int) -> int:
     """Round 1 of run ``run_id`` with one ``pseudo_labels`` job, recorded the way a worker records a stage."""
-    from services.api.db import session_scope
-    from services.api.models import Job, Round
-    from services.workers import jobs, store
+    from services.common import jobs, store
+    from services.common.db import session_scope
+    from services.common.models import Job, Round
 
     with session_scope(database_url) as session:
         round_ = Round(run_id=run_id, number=1, jobs=[Job(stage="pseudo_labels", position=0, queue="cpu")])
@@ -503,8 +503,8 @@ def main() -> None:
                "WSIS_DATA_ROOT": str(work / "data"), "WSIS_ARTIFACT_ROOT": str(work / "artifacts"),
                "WSIS_STAGE_BACKEND": args.stage_backend, "WSIS_API_TOKEN": token}
         os.environ.update({k: v for k, v in env.items() if k.startswith("WSIS_")})
-        from services.api.db import upgrade_database
-        from services.api.settings import get_settings
+        from services.common.db import upgrade_database
+        from services.common.settings import get_settings
 
         get_settings.cache_clear()
         settings = get_settings()

@@ -81,8 +81,8 @@ def coco(objects: list[list[dict]], shift: int, drop: float, rng: np.random.Gene
 
 def record_rounds(settings, dataset_id: int, labels: list[Path]) -> list[int]:
     """Finished rounds of a new run whose pseudo_labels artifacts are ``labels`` (round k: labels[k-1])."""
-    from services.api.db import sessionmaker_for
-    from services.api.models import SUCCEEDED, Artifact, Job, Round, Run
+    from services.common.db import sessionmaker_for
+    from services.common.models import SUCCEEDED, Artifact, Job, Round, Run
 
     ids = []
     with sessionmaker_for(settings.database_url)() as session, session.begin():
@@ -146,8 +146,8 @@ def measure(scratch: Path, n: int) -> tuple[list[tuple[str, str, float, float]],
     from fastapi.testclient import TestClient
 
     from services.api.app import create_app
-    from services.api.db import upgrade_database
-    from services.api.settings import get_settings
+    from services.common.db import upgrade_database
+    from services.common.settings import get_settings
 
     settings = get_settings()
     upgrade_database(settings.database_url)

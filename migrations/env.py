@@ -6,9 +6,9 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from services.api.db import make_engine
-from services.api.models import Base
-from services.api.settings import get_settings
+from services.common.db import make_engine
+from services.common.models import Base
+from services.common.settings import get_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

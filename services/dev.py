@@ -22,8 +22,8 @@ from pathlib import Path
 
 import httpx
 
-from services.api.db import upgrade_database
-from services.api.settings import Settings, get_settings, prepare_folders
+from services.common.db import upgrade_database
+from services.common.settings import Settings, get_settings, prepare_folders
 from wsis_core.cli import main as wsis_cli
 
 DEMO = "demo"

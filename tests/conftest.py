@@ -36,6 +36,13 @@ def synth_dataset(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def stage_tasks_registered():
+    """The stage tasks are known to this process's Celery app, so that eager mode runs them here (the API sends
+    them by name and imports no task code)."""
+    import services.workers.tasks  # noqa: F401  (registers the tasks)
+
+
 @pytest.fixture
 def eager_tasks():
     """Celery tasks run inside the request that sends them (a module uses it with ``pytestmark``)."""

@@ -9,8 +9,8 @@ from pycocotools.coco import COCO
 from sqlalchemy import update
 
 from integration import fake_rounds, harness
-from services.api.db import sessionmaker_for
-from services.api.models import Artifact
+from services.common.db import sessionmaker_for
+from services.common.models import Artifact
 from services.workers import dispatch
 
 pytestmark = pytest.mark.usefixtures("eager_tasks")

@@ -28,8 +28,8 @@ from schemathesis.specs.openapi import checks as openapi_checks  # importing it 
 from integration import harness
 from integration.review_data import add_stage_file
 from services.api.app import create_app
-from services.api.db import sessionmaker_for, upgrade_database
-from services.api.settings import get_settings
+from services.common.db import sessionmaker_for, upgrade_database
+from services.common.settings import get_settings
 from services.workers.celery_app import app as celery_app
 from wsis_core.data.synth import generate_dataset
 
@@ -97,6 +97,8 @@ KNOWN = {
     "GET /api/datasets/{dataset_id}": [{"path_parameters": {"dataset_id": 1}}],
     "POST /api/runs": [{"body": {"dataset_id": 1, "config": {"seed": 2, "supervision": "full"}}}],
     "GET /api/runs/{run_id}": [{"path_parameters": {"run_id": 1}}],
+    # run 2: made by POST /api/runs's known case (that operation comes first); run 1 stays for the later operations
+    "DELETE /api/runs/{run_id}": [{"path_parameters": {"run_id": 2}}],
     "POST /api/runs/{run_id}/rounds": [{"path_parameters": {"run_id": 1}}],
     "GET /api/runs/{run_id}/metrics": [{"path_parameters": {"run_id": 1}}],
     "GET /api/rounds/{round_id}": [{"path_parameters": {"round_id": 1}}],

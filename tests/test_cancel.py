@@ -7,9 +7,10 @@ import shutil
 import pytest
 
 from integration import harness
-from services.api.db import session_scope
-from services.api.models import Job
-from services.workers import dispatch, jobs
+from services.common import jobs
+from services.common.db import session_scope
+from services.common.models import Job
+from services.workers import dispatch
 
 
 class FakeClock:

@@ -16,9 +16,10 @@ import pytest
 from sqlalchemy import select, update
 
 from integration import fake_rounds, harness
-from services.api.db import session_scope
-from services.api.models import Job, Round, utcnow
-from services.workers import dispatch, jobs, recovery, tasks
+from services.common import jobs
+from services.common.db import session_scope
+from services.common.models import Job, Round, utcnow
+from services.workers import dispatch, recovery, tasks
 from services.workers.celery_app import app as celery_app
 
 CONCURRENT_RETRIES = 20

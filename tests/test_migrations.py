@@ -9,8 +9,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from integration import harness
-from services.api.db import alembic_config, make_engine
-from services.api.models import Base
+from services.common.db import alembic_config, make_engine
+from services.common.models import Base
 
 TABLES = {"datasets", "runs", "rounds", "jobs", "artifacts", "metrics"}
 

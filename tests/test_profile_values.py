@@ -46,6 +46,14 @@ RENAMED = {
     "is_score_threshold": ("instance.score_threshold",), "is_label_score": ("instance.label_score",),
 }
 FLAT = json.loads((Path(__file__).parent / "data" / "flat_profiles_before_issue21.json").read_text())
+# Fields added after issue 21, and defaults changed since, with their value per profile (docs/decisions.md).
+ADDED = {
+    "devices": {"tiny": 1, "paper": 1},
+    "cls.peak_min_ratio": {"tiny": 0.5, "paper": 0.0},
+    "pseudo.grabcut_iters": {"tiny": 5, "paper": 5},
+    "pseudo.grabcut_min_fill": {"tiny": 0.2, "paper": 0.2},
+}
+CHANGED = {"tiny": {"crop_mode": "grabcut"}, "paper": {}}
 
 
 def _value(profile, path: str):
@@ -56,7 +64,7 @@ def _value(profile, path: str):
 
 def test_every_field_is_renamed_once():
     assert set(RENAMED) == set(FLAT["tiny"])
-    assert sorted(p for paths in RENAMED.values() for p in paths) == sorted(p for p, _ in field_paths())
+    assert sorted([*(p for paths in RENAMED.values() for p in paths), *ADDED]) == sorted(p for p, _ in field_paths())
 
 
 @pytest.mark.parametrize("name", ["tiny", "paper"])
@@ -64,10 +72,12 @@ def test_the_profiles_keep_their_values_field_by_field(name):
     profile = PROFILES[name]
     for old, new in RENAMED.items():
         for path in new:
-            expected = FLAT[name][old]
+            expected = CHANGED[name].get(old, FLAT[name][old])
             value = _value(profile, path)
             assert (list(value) if isinstance(value, tuple) else value) == expected, (old, path)
             assert type(value) is (tuple if isinstance(expected, list) else type(expected)), (old, path)
+    for path, values in ADDED.items():
+        assert _value(profile, path) == values[name] and type(_value(profile, path)) is type(values[name]), path
 
 
 @pytest.mark.parametrize("old", ["cls_epochs", "is_lr", "ccgr_iters"])

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import update
 
 from integration import harness
-from services.api.db import sessionmaker_for
-from services.api.models import Round
 from services.api.read_cache import ReadCache
+from services.common.db import sessionmaker_for
+from services.common.models import Round
 from services.workers.celery_app import app as celery_app
 
 

@@ -10,10 +10,11 @@ import pytest
 from sqlalchemy import func, select, update
 
 from integration import fake_rounds, harness
-from services.api.db import session_scope
-from services.api.models import Artifact, Job, Metric, utcnow
-from services.api.paths import OutsideRootError
-from services.workers import dispatch, jobs, recovery, store, tasks
+from services.common import jobs, store
+from services.common.db import session_scope
+from services.common.models import Artifact, Job, Metric, utcnow
+from services.common.paths import OutsideRootError
+from services.workers import dispatch, recovery, tasks
 
 
 @pytest.fixture

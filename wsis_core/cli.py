@@ -106,6 +106,8 @@ def _profile_overrides(args: argparse.Namespace) -> dict:
         if not sep:
             raise WsisInputError(f"--set {item}: expected FIELD=VALUE")
         overrides[name.strip()] = value
+    if getattr(args, "devices", None) is not None:
+        overrides["devices"] = args.devices
     if getattr(args, "backbone_weights", None):
         if not Path(args.backbone_weights).is_file():
             raise WsisInputError(f"{args.backbone_weights}: backbone weights file not found")
@@ -271,6 +273,8 @@ def _add_profile_options(parser: argparse.ArgumentParser) -> None:
                         help="tiny (CPU, minutes) or paper (the paper's settings, GPU); `wsis profile show` lists its fields")
     _add_device_option(parser)
     parser.add_argument("--seed", type=int, default=0, help="random seed of every stage")
+    parser.add_argument("--devices", type=int, metavar="N",
+                        help="train the IS branch on N devices under DDP (N GPUs, or N CPU processes); default 1")
     parser.add_argument("--backbone-weights", help="local torchvision ResNet state_dict (default: random init)")
     parser.add_argument("--set", action="append", metavar="FIELD=VALUE",
                         help="override a dotted profile field, e.g. instance.lr=0.01 (repeatable); "

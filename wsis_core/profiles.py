@@ -124,8 +124,9 @@ class ClassifierConfig(ScheduleConfig):
     peak_threshold: Fraction = _meaning("a peak must reach this fraction of its map's range", 0.5)
     peak_min_score: _at_most(1000.0, low=None) | None = _meaning(
         "a peak's response must exceed this (none: any response; PRM: positive)", 0.0)
+    # 0.5: secondary peaks below half their class's best sit on clutter, docs/decisions.md#peak-min-ratio
     peak_min_ratio: Fraction = _meaning(
-        "a peak's response must reach this fraction of its class map's maximum (0: any)", 0.0)
+        "a peak's response must reach this fraction of its class map's maximum (0: any)", 0.5)
 
     @field_validator("max_scale")
     @classmethod
@@ -214,8 +215,9 @@ class CcgrConfig(Section):
 class PseudoConfig(Section):
     """Pseudo instance labels: the refined boxes cropping the SS score map."""
 
+    # grabcut: S covers the part that tells the class, the image outlines the object, docs/decisions.md#grabcut-masks
     crop_mode: CropMode = _meaning(
-        "pseudo mask pixels: argmax of S is the box's class (paper), threshold, or grabcut in the box", "argmax")
+        "pseudo mask pixels: argmax of S is the box's class (paper), threshold, or grabcut in the box", "grabcut")
     crop_threshold: Fraction = _meaning("score above which a pixel is in the mask (crop_mode threshold)", 0.5)
     grabcut_iters: _count(1, 100) = _meaning("GrabCut iterations per box (crop_mode grabcut)", 5)
     grabcut_min_fill: Fraction = _meaning(
@@ -227,7 +229,7 @@ class InstanceConfig(Section):
     """IS branch: Mask R-CNN with FPN, trained with SGD."""
 
     epochs: Epochs = _meaning("IS branch (Mask R-CNN) training epochs", 6)
-    batch_size: _count(1, 256) = _meaning("IS branch batch size", 4)
+    batch_size: _count(1, 256) = _meaning("IS branch batch size per device", 4)
     # 0.005: a margin below the rate that diverged on CPU, docs/decisions.md#is-lr
     lr: LearningRate = _meaning("IS branch learning rate", 0.005)
     weight_decay: WeightDecay = _meaning("IS branch weight decay", 1e-4)
@@ -253,6 +255,8 @@ class Profile(Section):
     seed: Annotated[int, Field(le=2**31 - 1)] = _meaning("random seed of every stage (set it with --seed / config.seed)", 0)
     input_size: _count(32, 2048) = _meaning("side in pixels the images are resized to for the networks", 128)
     infer_batch_size: _count(1, 1024) = _meaning("images per inference batch", 16)
+    devices: _count(1, 64) = _meaning(
+        "IS training devices (DDP, one process each; global batch = devices x instance.batch_size)", 1)
     # 200: tiny's epochs were set on 200 images; keeps its time per round flat, docs/decisions.md#epoch-images
     epoch_images: _count(1, 10**7) | None = _meaning(
         "images one epoch of every training loop draws (none: the whole train split)", 200)
@@ -383,7 +387,7 @@ PROFILES: dict[str, Profile] = {
         backbone=BackboneConfig(name="resnet50", output_stride=8, freeze_bn=True),
         # The paper's recipe (PRM, PSA, WSDDN, CCGR) where tiny departs from it.
         cls=ClassifierConfig(epochs=15, batch_size=8, lr=1e-4, weight_decay=1e-4, peak_window=3,
-                             peak_min_score=None),
+                             peak_min_score=None, peak_min_ratio=0.0),
         aff=AffinityConfig(epochs=8, batch_size=8, lr=1e-4, weight_decay=1e-4, rw_t=256, rw_bg_power=16.0,
                            label_min_score=0.6),
         # ~80k iterations at batch size 1 on VOC's 5,717 training images.
@@ -391,6 +395,7 @@ PROFILES: dict[str, Profile] = {
         # ~55k iterations at one image per step on 5,717 images.
         mil=MilConfig(epochs=10, hidden=1024, nms_iou=1.0),
         ccgr=CcgrConfig(moves="free"),
+        pseudo=PseudoConfig(crop_mode="argmax"),
         instance=InstanceConfig(epochs=12, batch_size=8, lr=0.01, min_size=800, max_size=1333, proposals=2000,
                                 rois=512, mask_channels=256),
     ),

@@ -27,7 +27,8 @@ from wsis_core.data.guard import weak_supervision
 from wsis_core.device import resolve_precision
 from wsis_core.errors import WsisInputError
 from wsis_core.evaluation import evaluate
-from wsis_core.instance_seg.engine import predict_instances, train_instance_segmentation
+from wsis_core.instance_seg.distributed import train_distributed
+from wsis_core.instance_seg.engine import predict_instances
 from wsis_core.instance_seg.model import load_mask_rcnn, mask_rcnn_for
 from wsis_core.io import read_json, write_json
 from wsis_core.mil import WSDDNHead, distinct_boxes, select_boxes, train_mil
@@ -359,8 +360,8 @@ def stage_is_train(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
         model = mask_rcnn_for(len(ctx.config.classes) + 1, cfg=profile.instance, backbone=profile.backbone)
     cfg = profile.instance.model_copy(update={"precision": resolve_precision(profile.instance.precision, ctx.device)})
     with _guard(ctx):
-        train_instance_segmentation(model, ctx.train_set, annotations, cfg=cfg, device=ctx.device, seed=profile.seed,
-                                    epoch_images=profile.epoch_images, on_progress=on_progress)
+        train_distributed(model, ctx.train_set, annotations, devices=profile.devices, cfg=cfg, device=ctx.device,
+                          seed=profile.seed, epoch_images=profile.epoch_images, on_progress=on_progress)
     trained_with = {**profile.to_dict(), "instance": cfg.model_dump(), "round": ctx.number}  # "auto" resolved
     save_checkpoint(ctx.work.path(MODEL), model, trained_with, ctx.config.classes)
     return {"model": ctx.work.path(MODEL)}

@@ -1,1 +1,1 @@
-"""FastAPI control plane: settings, data model, database, routes (datasets, runs, rounds, jobs, artifacts, metrics)."""
+"""FastAPI control plane: routes (datasets, runs, rounds, jobs, artifacts, metrics)."""

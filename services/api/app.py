@@ -15,11 +15,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from services.api.db import sessionmaker_for
 from services.api.guards import RequestGuard
 from services.api.read_cache import InvalidateOnWrite, ReadCache
 from services.api.routes import datasets, docs, health, review, rounds, runs
-from services.api.settings import Settings, get_settings, prepare_folders
+from services.common.db import sessionmaker_for
+from services.common.settings import Settings, get_settings, prepare_folders
 from services.workers import backend
 from services.workers.celery_app import app as celery_app
 from services.workers.celery_app import configure

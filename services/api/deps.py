@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from services.api.schemas import MAX_ID, ErrorOut, ValidationErrorOut
-from services.api.settings import Settings
+from services.common.settings import Settings
 
 DEFAULT_PAGE, MAX_PAGE = 50, 500  # items of a list route
 _bearer = HTTPBearer(auto_error=False, description="WSIS_API_TOKEN, required by mutating routes when it is set")

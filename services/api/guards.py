@@ -25,7 +25,7 @@ from fastapi import HTTPException
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 
-from services.api.settings import Settings
+from services.common.settings import Settings
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CROSS_SITE = frozenset({"cross-site", "same-site"})  # Sec-Fetch-Site of a request another site's page made

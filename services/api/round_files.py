@@ -14,10 +14,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.api.deps import get_or_404
-from services.api.models import SUCCEEDED, Artifact, Job, Round
-from services.api.paths import OutsideRootError, resolve_inside
-from services.api.settings import Settings
-from services.workers import store
+from services.common import scratch, store
+from services.common.models import SUCCEEDED, Artifact, Job, Round
+from services.common.paths import OutsideRootError
+from services.common.scratch import open_store
+from services.common.settings import Settings
 from wsis_core import run_layout
 from wsis_core.data.dataset import open_weak_dataset
 from wsis_core.data.types import ImageInfo
@@ -56,13 +57,24 @@ class StoredFile:
 def locate_round(session: Session, settings: Settings, round_id: int) -> RoundPlace:
     round_ = get_or_404(session, Round, round_id)
     dataset = round_.run.dataset
+    local_runs = open_store(settings).local_root
     return RoundPlace(round_.id, round_.run_id, round_.number, round_.status,
-                      resolve_inside(settings.data_root, dataset.path), dataset.train_split, dataset.val_split,
-                      tuple(dataset.classes), run_layout.round_dir(store.run_dir(settings.artifact_root, round_.run_id), round_.number))
+                      dataset_root(settings, dataset.path), dataset.train_split, dataset.val_split,
+                      tuple(dataset.classes), run_layout.round_dir(store.run_dir(local_runs, round_.run_id), round_.number))
 
 
-def stage_file(session: Session, settings: Settings, round_id: int, artifact: tuple[str, str], what: str) -> StoredFile:
-    """The file of ``artifact`` (stage, kind) of the round; 404 / 409 as the module says (``what`` names it)."""
+def dataset_root(settings: Settings, path: str) -> Path:
+    """The local folder of a dataset (an s3:// one is mirrored into the scratch once per process: a registered
+    dataset does not change)."""
+    key = (path, str(settings.data_root), str(settings.scratch))
+    return _dataset_roots.get(key, lambda: scratch.dataset_folder(settings, path))
+
+
+def stage_artifact(session: Session, settings: Settings, round_id: int, artifact: tuple[str, str], what: str):
+    """The Artifact row (path, sha256, size) of ``artifact`` (stage, kind) of the round; 404 / 409 as the module
+    says (``what`` names it)."""
+
+
     stage, kind = artifact
     job = session.scalar(select(Job).where(Job.round_id == round_id, Job.stage == stage))
     if job is None:
@@ -72,18 +84,32 @@ def stage_file(session: Session, settings: Settings, round_id: int, artifact: tu
     if job.status != SUCCEEDED:
         raise HTTPException(409, f"{what} of round {round_id}: its {stage} stage has not finished (it is {job.status})")
     found = session.execute(
-        select(Artifact.path, Artifact.sha256).where(Artifact.round_id == round_id, Artifact.stage == stage,
-                                                     Artifact.kind == kind)
+        select(Artifact.path, Artifact.sha256, Artifact.size).where(
+            Artifact.round_id == round_id, Artifact.stage == stage, Artifact.kind == kind)
     ).first()
     if found is None:
         raise HTTPException(404, f"round {round_id} has no {what} (its {stage} stage did not write any)")
-    try:
-        path = resolve_inside(settings.artifact_root, found.path)
-    except OutsideRootError:
-        raise HTTPException(404, f"{what} of round {round_id} are outside the artifact store") from None
+    return found
+
+
+def stage_file(session: Session, settings: Settings, round_id: int, artifact: tuple[str, str], what: str) -> StoredFile:
+    """The local file of ``artifact`` (stage, kind) of the round (an object store's is fetched into the scratch);
+    404 / 409 as the module says (``what`` names it)."""
+    found = stage_artifact(session, settings, round_id, artifact, what)
+    path = local_file(settings, found.path, found.sha256, f"{what} of round {round_id}")
     if not path.is_file():
         raise HTTPException(404, f"{what} of round {round_id} are missing from the artifact store")
     return StoredFile(path, found.sha256)
+
+
+def local_file(settings: Settings, key: str, sha256: str, what: str) -> Path:
+    """The local copy of artifact ``key``; 404 naming ``what`` if it is outside the store."""
+    try:
+        return scratch.fetch(settings, open_store(settings), key, sha256)
+    except OutsideRootError:
+        raise HTTPException(404, f"{what} are outside the artifact store") from None
+    except FileNotFoundError:
+        raise HTTPException(404, f"{what} are missing from the artifact store") from None
 
 
 def next_round_id(session: Session, place: RoundPlace) -> int | None:
@@ -106,6 +132,7 @@ def previous_round_id(session: Session, place: RoundPlace) -> int | None:
 
 
 _datasets: LruCache[dict[int, ImageInfo]] = LruCache(CACHED_DATASETS)
+_dataset_roots: LruCache[Path] = LruCache(CACHED_DATASETS)
 
 
 def split_images(root: Path, split: str) -> dict[int, ImageInfo]:

@@ -47,7 +47,8 @@ UPLOAD_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
 class DatasetCreate(Body):
     name: Name
-    path: RelativePath = Field(description="dataset folder relative to WSIS_DATA_ROOT (tagged, VOC or COCO layout)")
+    path: RelativePath = Field(description="dataset folder relative to WSIS_DATA_ROOT, or s3://bucket/prefix under "
+                               "WSIS_DATA_URL (tagged, VOC or COCO layout)")
     train_split: SplitName = "train"
     val_split: SplitName = Field(
         "val", description="split to evaluate on; when not given and the dataset has no split 'val', rounds run "
@@ -133,6 +134,7 @@ class RunOut(Out):
     rounds_to_launch: int
     created_at: datetime
     rounds: list[RoundSummary]
+    storage_bytes: int = Field(0, description="bytes the run's recorded artifacts take in the artifact store")
 
 
 class JobOut(Out):

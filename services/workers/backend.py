@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from services.api.settings import get_settings
+from services.common.settings import get_settings
 
 
 def load() -> ModuleType:

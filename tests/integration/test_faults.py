@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import select
 
 from integration import fake_rounds, harness
-from services.api.db import session_scope
-from services.api.models import Artifact
-from services.workers import store
+from services.common import store
+from services.common.db import session_scope
+from services.common.models import Artifact
 from wsis_core.data.dataset import open_weak_dataset
 
 LEASE_S = 3  # WSIS_JOB_LEASE_S of the kill test: the killed worker's job is queued again seconds later

@@ -112,9 +112,10 @@ def train_instance_segmentation(
     precision = resolve_precision(cfg.precision, device)
     targets = InstanceTargets(dataset, group_by_image(annotations), flip=flip)
     classes = {int(ann["category_id"]) for _, anns in targets.items for ann in anns}
-    if classes and not (min(classes) >= 1 and max(classes) < model_num_classes(model)):
+    num_classes = model_num_classes(getattr(model, "module", model))  # a DDP-wrapped model holds it as .module
+    if classes and not (min(classes) >= 1 and max(classes) < num_classes):
         raise WsisInputError(
-            f"category ids {sorted(classes)} outside 1..{model_num_classes(model) - 1} (the model's classes)"
+            f"category ids {sorted(classes)} outside 1..{num_classes - 1} (the model's classes)"
         )
     if len(targets) == 0:
         raise WsisInputError("no image has an instance annotation: nothing to train the IS branch on")

@@ -7,6 +7,7 @@ import re
 import uuid
 from pathlib import Path
 
+from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -15,10 +16,11 @@ from starlette.concurrency import run_in_threadpool
 
 from services.api import uploads
 from services.api.deps import GUARDED, Mutating, PageDep, PathId, SessionDep, SettingsDep, error_responses, get_or_404
-from services.api.models import Dataset
-from services.api.paths import OutsideRootError, UnresolvablePathError, relative_inside, resolve_inside
 from services.api.schemas import UPLOAD_NAME_PATTERN, DatasetCreate, DatasetOut
-from services.api.settings import Settings
+from services.common.models import Dataset
+from services.common.paths import OutsideRootError, UnresolvablePathError, relative_inside, resolve_inside
+from services.common.scratch import confined_dataset_url, dataset_folder
+from services.common.settings import Settings
 from wsis_core.data.dataset import SplitSummary, dataset_splits, open_ground_truth
 from wsis_core.errors import WsisInputError
 
@@ -41,9 +43,10 @@ def _inspect(root: Path, train_split: str, val_split: str, val_named: bool) -> t
 
 
 def register(session: Session, settings: Settings, name: str, root: Path, train_split: str, val_split: str,
-             val_named: bool) -> Dataset:
-    """Validate the folder ``root`` and add its Dataset row (400 unreadable, 409 name taken)."""
-    relative = relative_inside(settings.data_root, root)
+             val_named: bool, url: str | None = None) -> Dataset:
+    """Validate the folder ``root`` (the scratch mirror of ``url`` for a dataset on object storage) and add its
+    Dataset row (400 unreadable, 409 name taken)."""
+    relative = url or relative_inside(settings.data_root, root)
     if len(relative) > MAX_PATH_CHARS:
         raise HTTPException(400, f"path {relative!r} resolves to more than {MAX_PATH_CHARS} characters")
     try:
@@ -69,7 +72,18 @@ def register(session: Session, settings: Settings, name: str, root: Path, train_
 )
 def create_dataset(body: DatasetCreate, session: SessionDep, settings: SettingsDep) -> Dataset:
     """Register a dataset; 400 if its path leaves WSIS_DATA_ROOT or the folder is not a readable dataset.
-    Without an explicit ``val_split``, a dataset with no split ``val`` registers without one (no evaluation)."""
+    Without an explicit ``val_split``, a dataset with no split ``val`` registers without one (no evaluation).
+    An ``s3://bucket/prefix`` path (under WSIS_DATA_URL, keys confined like paths) is read through the scratch."""
+    if body.path.startswith("s3://"):
+        try:
+            url = confined_dataset_url(settings, body.path)
+            root = dataset_folder(settings, url)
+        except OutsideRootError as exc:
+            raise HTTPException(400, f"path {body.path!r}: {exc}") from None
+        except (BotoCoreError, ClientError) as exc:
+            raise HTTPException(400, f"path {body.path!r} cannot be read: {type(exc).__name__}") from None
+        return register(session, settings, body.name, root, body.train_split, body.val_split,
+                        val_named="val_split" in body.model_fields_set, url=url)
     try:
         root = resolve_inside(settings.data_root, body.path)
     except UnresolvablePathError:

@@ -24,7 +24,7 @@ from services.api.round_files import (
     stage_file,
 )
 from services.api.schemas import GalleryOut, QualityOut
-from services.api.settings import Settings
+from services.common.settings import Settings
 from wsis_core import gallery, overlays, quality
 from wsis_core.data.images import load_rgb
 from wsis_core.file_cache import LruCache, file_stamp

@@ -14,13 +14,22 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from starlette.concurrency import run_in_threadpool
 
 from services.api.deps import GUARDED, Mutating, PathId, SessionDep, error_responses, get_or_404, read_in_thread
-from services.api.downloads import file_download
-from services.api.models import Artifact, Job, Round
-from services.api.paths import OutsideRootError, resolve_inside
-from services.api.round_files import MODEL, RoundPlace, StoredFile, locate_round, split_images, stage_file
+from services.api.downloads import file_download, object_download
+from services.api.round_files import (
+    MODEL,
+    RoundPlace,
+    StoredFile,
+    local_file,
+    locate_round,
+    split_images,
+    stage_artifact,
+    stage_file,
+)
 from services.api.schemas import ArtifactOut, JobOut, RoundOut
-from services.api.settings import Settings
-from services.workers import jobs
+from services.common import jobs
+from services.common.models import Artifact, Job, Round
+from services.common.scratch import open_store
+from services.common.settings import Settings
 from wsis_core import exports
 from wsis_core.io import atomic_file
 
@@ -38,14 +47,14 @@ async def get_round(round_id: PathId, request: Request) -> RoundOut:
 @router.get("/rounds/{round_id}/artifacts", response_model=list[ArtifactOut], responses=error_responses(404))
 async def list_artifacts(round_id: PathId, request: Request) -> list[ArtifactOut]:
     """The round's artifacts; ``missing`` marks those deleted from the store since."""
-    root = request.app.state.settings.artifact_root
+    store = open_store(request.app.state.settings)
 
     def read(session: Session) -> list[ArtifactOut]:
         artifacts = session.scalars(select(Artifact).where(Artifact.round_id == round_id).order_by(Artifact.id)).all()
         if not artifacts:
             get_or_404(session, Round, round_id)  # none yet, or no such round
         return [ArtifactOut.model_validate(artifact).model_copy(
-                    update={"missing": not jobs.artifact_exists(root, artifact.path)})
+                    update={"missing": not store.exists(artifact.path)})
                 for artifact in artifacts]
 
     return await read_in_thread(request, read)
@@ -99,10 +108,7 @@ def _pseudo_labels_file(session: Session, settings: Settings, round_id: int) -> 
     if found is None:
         round_ = get_or_404(session, Round, round_id)
         raise HTTPException(404, f"round {round_id} has no pseudo labels (round status: {round_.status})")
-    try:
-        path = resolve_inside(settings.artifact_root, found.path)
-    except OutsideRootError:
-        raise HTTPException(404, f"pseudo labels of round {round_id} are outside the artifact store") from None
+    path = local_file(settings, found.path, found.sha256, f"pseudo labels of round {round_id}")
     return _LabelsFile(locate_round(session, settings, round_id), path, found.sha256)
 
 
@@ -140,13 +146,23 @@ async def download_model(round_id: PathId, request: Request, if_none_match: str 
     attachment; ``ETag``: its sha256; ``HEAD`` answers the headers alone. 409 until is_train finished."""
     settings = request.app.state.settings
 
+    name, missing = "run{}_round{}_model.pt", f"model of round {round_id} is missing from the artifact store"
+    if settings.object_store:  # streamed from the bucket in chunks: constant memory whatever the checkpoint's size
+        def find(session: Session):
+            return locate_round(session, settings, round_id), stage_artifact(session, settings, round_id, MODEL, "model")
+
+        place, row = await read_in_thread(request, find)
+        return await run_in_threadpool(
+            object_download, open_store(settings), row.path, row.size, f'"{row.sha256}"',
+            name.format(place.run_id, place.number), "application/octet-stream", if_none_match, missing)
+
     def read(session: Session) -> tuple[RoundPlace, StoredFile]:
         return locate_round(session, settings, round_id), stage_file(session, settings, round_id, MODEL, "model")
 
     place, model = await read_in_thread(request, read)
     return await run_in_threadpool(
-        file_download, model.path, f'"{model.sha256}"', f"run{place.run_id}_round{place.number}_model.pt",
-        "application/octet-stream", if_none_match, f"model of round {round_id} is missing from the artifact store")
+        file_download, model.path, f'"{model.sha256}"', name.format(place.run_id, place.number),
+        "application/octet-stream", if_none_match, missing)
 
 
 router.add_api_route("/rounds/{round_id}/model", download_model, methods=["HEAD"], include_in_schema=False)

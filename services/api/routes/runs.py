@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import shutil
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request, Response
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -21,10 +22,13 @@ from services.api.deps import (
     get_or_404,
     read_in_thread,
 )
-from services.api.models import ACTIVE_STATUSES, FAILED, SUCCEEDED, Dataset, Metric, Round, Run
-from services.api.paths import weights_file
 from services.api.schemas import RoundMetrics, RoundOut, RunCreate, RunOut
-from services.workers import dispatch, jobs
+from services.common import jobs
+from services.common.models import ACTIVE_STATUSES, FAILED, SUCCEEDED, Dataset, Metric, Round, Run
+from services.common.paths import weights_file
+from services.common.scratch import open_store
+from services.common.store import run_dir, run_prefix
+from services.workers import dispatch
 from wsis_core.errors import WsisInputError
 from wsis_core.profiles import WEIGHTS_FIELD
 
@@ -86,7 +90,7 @@ def launch_round(run_id: PathId, session: SessionDep, settings: SettingsDep) -> 
     if latest is not None and latest.status in ACTIVE_STATUSES:
         raise HTTPException(409, f"round {latest.number} of run {run_id} is still {latest.status}")
     retry = latest is not None and latest.status != SUCCEEDED
-    rebuilt = jobs.requeue_lost_artifacts(session, run_id, settings.artifact_root)
+    rebuilt = jobs.requeue_lost_artifacts(session, run_id, open_store(settings))
     if rebuilt is None:
         raise HTTPException(409, f"run {run_id} is already being relaunched")
     if retry:
@@ -117,6 +121,24 @@ def launch_round(run_id: PathId, session: SessionDep, settings: SettingsDep) -> 
     session.commit()
     session.expire_all()
     return session.get(Round, round_id)
+
+
+@router.delete("/{run_id}", status_code=204, dependencies=Mutating, responses=error_responses(*GUARDED, 404, 409))
+def delete_run(run_id: PathId, session: SessionDep, settings: SettingsDep) -> Response:
+    """Delete a run, its rounds, jobs, metrics and artifacts, and its objects in the artifact store (and this
+    host's scratch copy). 409 while a round of the run is queued or running (cancel it first)."""
+    run = get_or_404(session, Run, run_id, lock=True)
+    active = session.scalar(select(Round.number).where(Round.run_id == run_id, Round.status.in_(ACTIVE_STATUSES)))
+    if active is not None:
+        raise HTTPException(409, f"round {active} of run {run_id} is still active: cancel it first")
+    session.delete(run)
+    session.commit()
+    store = open_store(settings)
+    freed = store.delete_prefix(run_prefix(run_id))
+    if settings.object_store:
+        shutil.rmtree(run_dir(store.local_root, run_id), ignore_errors=True)
+    log.info("run %s deleted (%d bytes freed in the store)", run_id, freed)
+    return Response(status_code=204)
 
 
 @router.get("/{run_id}/metrics", response_model=list[RoundMetrics], responses=error_responses(404))

@@ -357,7 +357,7 @@ function renderRun(run) {
       { class: "run-head" },
       el("h3", {}, `Run ${run.id}`),
       el("span", { class: "muted" },
-        `dataset ${datasetName(run.dataset_id)} · profile ${config.profile ?? "?"} · ${config.supervision ?? "weak"} supervision · seed ${config.seed ?? 0}${config.ccgr === false ? " · no CCGR" : ""} · boxes from ${config.box_source ?? "mil"}${Object.keys(config.overrides || {}).length ? ` · overrides ${Object.entries(config.overrides).map(([k, v]) => `${k}=${v}`).join(", ")}` : ""} · launches ${run.rounds_to_launch ?? 1} round(s) by itself · created ${time(run.created_at)}`),
+        `dataset ${datasetName(run.dataset_id)} · profile ${config.profile ?? "?"} · ${config.supervision ?? "weak"} supervision · seed ${config.seed ?? 0}${config.ccgr === false ? " · no CCGR" : ""} · boxes from ${config.box_source ?? "mil"}${Object.keys(config.overrides || {}).length ? ` · overrides ${Object.entries(config.overrides).map(([k, v]) => `${k}=${v}`).join(", ")}` : ""} · launches ${run.rounds_to_launch ?? 1} round(s) by itself · storage ${(((run.storage_bytes ?? 0) / 1048576)).toFixed(1)} MB · created ${time(run.created_at)}`),
       launch,
     ),
     message ? el("p", { class: message.error ? "form-message error-text" : "form-message" }, message.text) : null,

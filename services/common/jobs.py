@@ -22,15 +22,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
-from services.api.db import session_scope
-from services.api.models import (
+from services.common.artifact_store import ArtifactStore
+from services.common.db import session_scope
+from services.common.models import (
     ACTIVE_STATUSES,
     CANCELLED,
     FAILED,
@@ -44,8 +44,7 @@ from services.api.models import (
     Run,
     utcnow,
 )
-from services.api.paths import OutsideRootError, resolve_inside
-from services.workers.store import ArtifactRecord
+from services.common.store import ArtifactRecord
 
 PROGRESS_STEP = 0.01  # smallest progress change written to the database
 CANCEL_CHECK_S = 1.0  # a running stage looks for its cancellation at least this often (at its next step)
@@ -224,7 +223,7 @@ def queued_jobs(session: Session, round_id: int) -> list[Job]:
     ))
 
 
-def requeue_lost_artifacts(session: Session, run_id: int, artifact_root: Path) -> list[int] | None:
+def requeue_lost_artifacts(session: Session, run_id: int, store: ArtifactStore) -> list[int] | None:
     """Queue again, in the run's succeeded rounds, every job whose artifact is gone from the store and the jobs
     after it (their stages run again where their outputs are missing); returns the ids of those rounds in order,
     or None if a concurrent launch requeued one first."""
@@ -234,7 +233,7 @@ def requeue_lost_artifacts(session: Session, run_id: int, artifact_root: Path) -
         .where(Round.run_id == run_id, Round.status == SUCCEEDED)
     )
     for round_id, stage, path in rows:
-        if not artifact_exists(artifact_root, path):
+        if not store.exists(path):
             missing_stages.setdefault(round_id, set()).add(stage)
     rebuilt = []
     for round_id in sorted(missing_stages, key=lambda id_: session.get(Round, id_).number):
@@ -252,14 +251,6 @@ def requeue_lost_artifacts(session: Session, run_id: int, artifact_root: Path) -
         )
         rebuilt.append(round_id)
     return rebuilt
-
-
-def artifact_exists(artifact_root: Path, relative: str) -> bool:
-    """The artifact's file or folder is in the store."""
-    try:
-        return resolve_inside(artifact_root, relative).exists()
-    except OutsideRootError:
-        return False
 
 
 def mark_dispatched(session: Session, claim: Dispatch) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from wsis_core.errors import WsisInputError
 
 if TYPE_CHECKING:
-    from services.api.settings import Settings
+    from services.common.settings import Settings
 
 
 class OutsideRootError(ValueError):

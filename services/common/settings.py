@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +25,18 @@ class Settings(BaseSettings):
     result_backend: str = "db+sqlite:///var/results.sqlite"
     data_root: Path = Path("var")
     artifact_root: Path = Path("var/artifacts")
+    # The artifact store (services/common/artifact_store.py): unset = the folder WSIS_ARTIFACT_ROOT (shared by every
+    # worker); ``s3://bucket/prefix`` = S3-compatible object storage at WSIS_S3_ENDPOINT_URL (credentials: AWS_*).
+    artifact_url: str | None = None
+    s3_endpoint_url: str | None = None
+    # Datasets at s3:// paths must lie under this ``s3://bucket/prefix`` (the WSIS_DATA_ROOT of object storage).
+    data_url: str | None = None
+    # This host's copy of the store's and datasets' objects (size-bounded, least recently used runs go first).
+    scratch: Path = Path("var/scratch")
+    scratch_max_mb: int = Field(20480, ge=1)
+    # ``all``: keep every checkpoint; ``needed``: once a round succeeded, drop its checkpoints that no later round,
+    # resume or download reads (docs/scaling.md, Artifact lifecycle).
+    keep_models: Literal["all", "needed"] = "all"
     # Backbone weight files a run may name (profile field backbone_weights, relative to this folder).
     weights_root: Path = Path("var/weights")
     api_token: str | None = None
@@ -48,16 +61,21 @@ class Settings(BaseSettings):
 
     def masked(self, text: str) -> str:
         """``text`` with the server's root folders written as ``$WSIS_DATA_ROOT`` etc. (for public messages)."""
-        for name in ("data_root", "artifact_root", "weights_root"):
+        for name in ("data_root", "artifact_root", "weights_root", "scratch"):
             text = text.replace(str(getattr(self, name)), f"$WSIS_{name.upper()}")
         return text
 
-    @field_validator("data_root", "artifact_root", "weights_root")
+    @property
+    def object_store(self) -> bool:
+        """Artifacts live in object storage (else in the folder WSIS_ARTIFACT_ROOT)."""
+        return bool(self.artifact_url and self.artifact_url.startswith("s3://"))
+
+    @field_validator("data_root", "artifact_root", "weights_root", "scratch")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
         return path.expanduser().resolve()
 
-    @field_validator("api_token", "worker_ready_file", mode="before")
+    @field_validator("api_token", "worker_ready_file", "artifact_url", "s3_endpoint_url", "data_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: str | Path | None) -> str | Path | None:
         return value or None
@@ -70,8 +88,9 @@ def get_settings() -> Settings:
 
 
 def prepare_folders(settings: Settings) -> None:
-    """Create the artifact root and the folders of file-based SQLite URLs (called by the API and each worker)."""
-    settings.artifact_root.mkdir(parents=True, exist_ok=True)
+    """Create the artifact root (or the scratch folder) and the folders of file-based SQLite URLs (called by the API
+    and each worker)."""
+    (settings.scratch if settings.object_store else settings.artifact_root).mkdir(parents=True, exist_ok=True)
     for url in (settings.database_url, settings.broker_url, settings.result_backend):
         ensure_sqlite_folder(url)
 

@@ -10,7 +10,7 @@ from typing import Iterator
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.api.settings import ensure_sqlite_folder
+from services.common.settings import ensure_sqlite_folder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SQLITE_BUSY_TIMEOUT_S = 30

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.api.paths import relative_inside
+from services.common.paths import relative_inside
 
 CHUNK = 1 << 20
 
@@ -26,9 +26,14 @@ class ArtifactRecord:
     sha256: str
 
 
+def run_prefix(run_id: int) -> str:
+    """Key prefix of a run in the store (its layout: ``wsis_core.run_layout``)."""
+    return f"runs/{run_id}"
+
+
 def run_dir(artifact_root: Path, run_id: int) -> Path:
-    """Folder of a run in the store (its layout: ``wsis_core.run_layout``)."""
-    return Path(artifact_root) / "runs" / str(run_id)
+    """Folder of a run under a local store root or a scratch copy."""
+    return Path(artifact_root) / run_prefix(run_id)
 
 
 def file_sha256(path: Path) -> str:

@@ -21,8 +21,10 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
+    select,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column, relationship
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
@@ -203,3 +205,11 @@ class Metric(Base):
     value: Mapped[float | None] = mapped_column(Float)
 
     round: Mapped[Round] = relationship(back_populates="metrics")
+
+
+# What a run's recorded artifacts take in the store (the status page shows it); a correlated subquery, no column.
+Run.storage_bytes = column_property(
+    select(func.coalesce(func.sum(Artifact.size), 0)).join(Round, Round.id == Artifact.round_id)
+    .where(Round.run_id == Run.id).correlate_except(Artifact, Round).scalar_subquery(),
+    deferred=False,
+)

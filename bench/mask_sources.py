@@ -1,0 +1,112 @@
+"""Pseudo masks of one round by crop mode, from the round's own boxes and from the true boxes (issue 16).
+
+The microscope (``stage_report.py``) scores the pseudo masks a run made; this asks which mask stage a run
+should have used, and how much of the loss is the boxes' and how much the masks'. For every ``--modes``
+entry (``argmax``, ``threshold``, ``grabcut`` of :func:`wsis_core.pseudo_labels.crop_instances`, with the
+run's own ``pseudo`` settings) it crops masks from
+
+* the round's refined boxes (``ccgr_boxes.json``: what the pseudo_labels stage crops), and
+* the train split's true boxes (one per instance, score 1): the masks' quality inside correct boxes,
+
+and scores them as label sets against the train split's masks (``wsis_core.evaluation.label_set_quality``:
+precision / recall at mask IoU 0.5, mean IoU of the matched) with their mAP^r at 0.5 and 0.25. A ``box``
+row fills each whole box, the lower bound every mode should beat.
+
+Benchmarks only: it reads the train split's ground truth, which the stages never do.
+
+    PYTHONPATH=. python bench/mask_sources.py --run /tmp/run --data /tmp/parts --out bench/results/masks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import torch
+
+from box_quality import as_results
+from reporting import report_header, write_report
+from stage_report import TrainTruth
+from wsis_core.box_sources import xyxy
+from wsis_core.evaluation import evaluate, label_set_quality
+from wsis_core.pseudo_labels import make_instance_labels, to_coco_annotations
+from wsis_core.round_context import RoundContext, read_config
+from wsis_core.run_layout import CCGR_BOXES, SCORE_MAPS, image_stem
+
+BOX = "box"
+
+
+def true_boxes(truth: TrainTruth) -> list[dict]:
+    """The train split's instances as boxes of score 1 (COCO annotations)."""
+    return [{**ann, "score": 1.0} for ann in truth.coco["annotations"]]
+
+
+def masks_of(ctx: RoundContext, boxes: list[dict], mode: str) -> list[dict]:
+    """COCO annotations with masks of ``boxes`` cropped by ``mode`` (or the whole boxes: :data:`BOX`)."""
+    by_image: dict[int, list[dict]] = {}
+    for ann in boxes:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    cfg, out = ctx.profile.pseudo, []
+    for position, info in enumerate(ctx.train_set.images):
+        anns = by_image.get(info.id, [])
+        if not anns:
+            continue
+        scores = torch.from_numpy(ctx.work.read_scores(SCORE_MAPS, image_stem(info)))
+        tensors = (torch.tensor([xyxy(a["bbox"]) for a in anns], dtype=torch.float32),
+                   torch.tensor([a["category_id"] for a in anns]), torch.tensor([a["score"] for a in anns]))
+        if mode == BOX:  # every pixel of the box: a threshold below any score
+            kwargs = {"mode": "threshold", "threshold": -1.0}
+        else:
+            kwargs = {"mode": mode, "threshold": cfg.crop_threshold, "grabcut_iters": cfg.grabcut_iters,
+                      "grabcut_min_fill": cfg.grabcut_min_fill,
+                      "image": ctx.train_set.load_image(position) if mode == "grabcut" else None}
+        instances = make_instance_labels(scores, *tensors, min_pixels=cfg.min_instance_pixels, **kwargs)
+        out += to_coco_annotations(info.id, instances, first_id=len(out) + 1)
+    return out
+
+
+def row(truth: TrainTruth, boxes_name: str, mode: str, annotations: list[dict]) -> str:
+    results = as_results(annotations, with_masks=True)
+    quality = label_set_quality(truth.coco, results, "segm")
+    metrics = evaluate(truth.coco, results) if results else {}
+
+    def f(value, digits=3):
+        return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+    return (f"| {boxes_name} | {mode} | {len(annotations)} | {f(quality['precision'])} / {f(quality['recall'])} | "
+            f"{f(quality['matched_iou'])} | {f(metrics.get('mAP_r@0.5'), 1)} | {f(metrics.get('mAP_r@0.25'), 1)} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="run folder of `wsis train` (its round has score maps)")
+    parser.add_argument("--data", required=True, help="the run's dataset (its train split's ground truth is read)")
+    parser.add_argument("--round", type=int, default=1)
+    parser.add_argument("--modes", default="argmax,grabcut", help="comma-separated crop modes")
+    parser.add_argument("--notes-file", help="markdown appended to the report as its Notes section")
+    parser.add_argument("--out", help="also write the report here")
+    args = parser.parse_args()
+    run = Path(args.run)
+    config = read_config(run)
+    config = type(config).from_dict({**config.to_dict(), "data": str(Path(args.data))})
+    ctx = RoundContext(run, args.round, config, torch.device("cpu"))
+    truth = TrainTruth(config.data, config.train_split)
+    modes = [BOX, *args.modes.split(",")]
+    rows = [row(truth, "true", mode, masks_of(ctx, true_boxes(truth), mode)) for mode in modes]
+    rows += [row(truth, f"round {args.round} CCGR", mode, masks_of(ctx, ctx.work.read_json(CCGR_BOXES)["annotations"], mode))
+             for mode in modes]
+    header = report_header(args, "cpu")
+    text = "\n".join([
+        "<!-- " + header["command"] + " -->", "", f"# Pseudo masks by crop mode: `{run}`, round {args.round}", "",
+        f"{header['date']}; {header['machine']}. Data `{args.data}` ({len(ctx.train_set)} train images, "
+        f"{len(truth.coco['annotations'])} instances); profile `{config.profile}` with {config.overrides or 'no overrides'}.",
+        "", "| boxes | masks | labels | precision / recall at mask IoU 0.5 | mean IoU of matched | mAP_r@0.5 | mAP_r@0.25 |",
+        "|---|---|---|---|---|---|---|", *rows, "",
+        *(["## Notes", "", header["notes"], ""] if header["notes"] else []),
+    ])
+    write_report(text, args.out)
+
+
+if __name__ == "__main__":
+    main()
