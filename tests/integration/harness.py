@@ -37,6 +37,16 @@ REDIS_URL = os.environ.get("WSIS_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 ACTIVE = ("queued", "running")
 
 
+def terminate(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM ``process`` and wait up to ``timeout`` seconds for it, then SIGKILL it."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def zip_folder(folder: Path, prefix: str = "") -> bytes:
     """Every file under ``folder`` in a zip archive (names relative to ``folder``, after ``prefix``)."""
     buffer = io.BytesIO()
@@ -140,12 +150,7 @@ def service_process(command: list[str], settings: Settings, log_path: Path) -> I
         try:
             yield process
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            terminate(process, timeout=30)
 
 
 def dying_before_sending(stage: str) -> list[str]:
@@ -307,12 +312,7 @@ def seaweedfs_s3(folder: Path, timeout_s: float = 60) -> Iterator[str]:
                 time.sleep(0.5)
         yield endpoint
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process, timeout=20)
 
 
 def s3_client(endpoint: str):
