@@ -28,11 +28,10 @@ import torch
 from box_quality import as_results
 from reporting import report_header, write_report
 from stage_report import TrainTruth
-from wsis_core.box_sources import xyxy
+from wsis_core.box_sources import box_masks_as_labels
 from wsis_core.evaluation import evaluate, label_set_quality
-from wsis_core.pseudo_labels import make_instance_labels, to_coco_annotations
 from wsis_core.round_context import RoundContext, read_config
-from wsis_core.run_layout import CCGR_BOXES, SCORE_MAPS, image_stem
+from wsis_core.run_layout import CCGR_BOXES
 
 BOX = "box"
 
@@ -43,27 +42,14 @@ def true_boxes(truth: TrainTruth) -> list[dict]:
 
 
 def masks_of(ctx: RoundContext, boxes: list[dict], mode: str) -> list[dict]:
-    """COCO annotations with masks of ``boxes`` cropped by ``mode`` (or the whole boxes: :data:`BOX`)."""
+    """COCO annotations with masks of ``boxes`` cut as the pseudo_labels stage cuts them with ``mode`` (or the
+    whole boxes: :data:`BOX`, a threshold below any score)."""
     by_image: dict[int, list[dict]] = {}
     for ann in boxes:
         by_image.setdefault(ann["image_id"], []).append(ann)
-    cfg, out = ctx.profile.pseudo, []
-    for position, info in enumerate(ctx.train_set.images):
-        anns = by_image.get(info.id, [])
-        if not anns:
-            continue
-        scores = torch.from_numpy(ctx.work.read_scores(SCORE_MAPS, image_stem(info)))
-        tensors = (torch.tensor([xyxy(a["bbox"]) for a in anns], dtype=torch.float32),
-                   torch.tensor([a["category_id"] for a in anns]), torch.tensor([a["score"] for a in anns]))
-        if mode == BOX:  # every pixel of the box: a threshold below any score
-            kwargs = {"mode": "threshold", "threshold": -1.0}
-        else:
-            kwargs = {"mode": mode, "threshold": cfg.crop_threshold, "grabcut_iters": cfg.grabcut_iters,
-                      "grabcut_min_fill": cfg.grabcut_min_fill,
-                      "image": ctx.train_set.load_image(position) if mode == "grabcut" else None}
-        instances = make_instance_labels(scores, *tensors, min_pixels=cfg.min_instance_pixels, **kwargs)
-        out += to_coco_annotations(info.id, instances, first_id=len(out) + 1)
-    return out
+    crop_mode, threshold = ("threshold", -1.0) if mode == BOX else (mode, ctx.profile.pseudo.crop_threshold)
+    return [ann for position, info in enumerate(ctx.train_set.images)
+            for ann in box_masks_as_labels(ctx, position, by_image.get(info.id, []), crop_mode, threshold)]
 
 
 def row(truth: TrainTruth, boxes_name: str, mode: str, annotations: list[dict]) -> str:

@@ -1,6 +1,6 @@
 """The boxes of a round as COCO annotations, shared by the mil and ccgr stages and by the benches: the
 annotation of one box, the ``box_source="seg"`` boxes around the SS score maps' components, CCGR (Eq. 3) of a
-round's boxes, and the COCO file over the train split that holds them.
+round's boxes, the pseudo masks cut from a round's boxes, and the COCO file over the train split that holds them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch
 from wsis_core.ccgr import ccgr_refine
 from wsis_core.exports import with_coco_metadata
 from wsis_core.progress import Progress
+from wsis_core.pseudo_labels import make_instance_labels, to_coco_annotations
 from wsis_core.round_context import RoundContext
 from wsis_core.run_layout import PEAKS, SCORE_MAPS, image_stem
 
@@ -107,3 +108,22 @@ def _refine_chunk(ctx: RoundContext, infos, by_image, peaks) -> dict[int, dict]:
     ).cpu()
     return {ann_id: {"bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)}
             for ann_id, (x1, y1, x2, y2) in zip(ids, result.tolist())}
+
+
+def box_masks_as_labels(ctx: RoundContext, position: int, anns: list[dict], mode: str, threshold: float) -> list[dict]:
+    """COCO annotations of the pseudo instances of the train image at ``position``: its boxes ``anns``
+    cropping the SS score map with ``mode`` and ``threshold`` (or cutting the image: ``grabcut``), the
+    pseudo_labels stage's masks."""
+    if not anns:
+        return []
+    info, cfg = ctx.train_set.images[position], ctx.profile.pseudo
+    instances = make_instance_labels(
+        torch.from_numpy(ctx.work.read_scores(SCORE_MAPS, image_stem(info))),
+        torch.tensor([xyxy(a["bbox"]) for a in anns], dtype=torch.float32),
+        torch.tensor([a["category_id"] for a in anns]),
+        torch.tensor([a["score"] for a in anns], dtype=torch.float32),
+        mode=mode, threshold=threshold, min_pixels=cfg.min_instance_pixels,
+        image=ctx.train_set.load_image(position) if mode == "grabcut" else None,
+        grabcut_iters=cfg.grabcut_iters, grabcut_min_fill=cfg.grabcut_min_fill,
+    )
+    return to_coco_annotations(info.id, instances)

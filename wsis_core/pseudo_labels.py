@@ -92,16 +92,16 @@ def crop_instances(
         foreground = score_map.argmax(dim=0)[None] == classes[:, None, None]
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     tie_break = areas / (areas.max() + 1) * 1e-4  # smaller box wins among equal class scores
-    priority = class_scores.float() - tie_break[:, None, None]
     if mode == "grabcut":
         if image is None:
             raise ValueError("mode 'grabcut' needs the image")
-        foreground = foreground.clone()
         for k, box_mask in enumerate(inside.cpu().numpy()):
             cut = grabcut_mask(image, box_mask, grabcut_iters)
             if cut is not None and cut.sum() >= grabcut_min_fill * box_mask.sum():
                 foreground[k] = torch.from_numpy(cut).to(foreground.device)
-        priority = -tie_break[:, None, None].expand_as(priority)  # the cut knows no class score: the front box
+        priority = -tie_break[:, None, None].expand_as(class_scores)  # the cut knows no class score: the front box
+    else:
+        priority = class_scores.float() - tie_break[:, None, None]
     claimed = inside & foreground
     priority = torch.where(claimed, priority, torch.tensor(-2.0))
     owner = priority.argmax(dim=0)

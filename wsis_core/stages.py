@@ -18,7 +18,7 @@ from wsis_core import masks
 from wsis_core.affinity import make_semantic_labels
 from wsis_core.backbone import to_input
 from wsis_core.bags import build_bags, build_bags_from_boxes
-from wsis_core.box_sources import box_annotation, coco_file, refine_boxes, segment_boxes, xyxy
+from wsis_core.box_sources import box_annotation, box_masks_as_labels, coco_file, refine_boxes, segment_boxes, xyxy
 from wsis_core.checkpoint import load_checkpoint, save_checkpoint
 from wsis_core.classifier import build_classifier, train_classifier
 from wsis_core.data.convert import ground_truth_to_coco
@@ -35,7 +35,7 @@ from wsis_core.mil import WSDDNHead, distinct_boxes, select_boxes, train_mil
 from wsis_core.peaks import find_peaks
 from wsis_core.progress import Phase, Progress, phases
 from wsis_core.proposals import PrecomputedProposals, ProposalStore, SelectiveSearchOptions, compute_proposals
-from wsis_core.pseudo_labels import make_instance_labels, semantic_label_from_instances, to_coco_annotations
+from wsis_core.pseudo_labels import semantic_label_from_instances
 from wsis_core.round_context import RoundContext
 from wsis_core.run_layout import (
     AFFINITY,
@@ -297,7 +297,7 @@ def stage_pseudo_labels(ctx: RoundContext, on_progress: Progress) -> dict[str, P
         by_image[ann["image_id"]].append(ann)
     cfg, labels = ctx.profile.pseudo, {}
     for done, info in enumerate(ctx.train_set.images, start=1):
-        labels[info.id] = _crop(ctx, done - 1, by_image[info.id], cfg.crop_mode, cfg.crop_threshold)
+        labels[info.id] = box_masks_as_labels(ctx, done - 1, by_image[info.id], cfg.crop_mode, cfg.crop_threshold)
         if on_progress:
             on_progress(done, len(ctx.train_set))
     if ctx.number > 1:
@@ -305,7 +305,7 @@ def stage_pseudo_labels(ctx: RoundContext, on_progress: Progress) -> dict[str, P
     elif not any(labels.values()) and by_image:
         ctx.note(f"no box of the {len(ctx.train_set)} images left a pseudo mask ({cfg.crop_mode} crop of S): "
                  "the whole boxes are the masks instead")
-        labels = {info.id: _crop(ctx, position, by_image[info.id], "threshold", -1.0)
+        labels = {info.id: box_masks_as_labels(ctx, position, by_image[info.id], "threshold", -1.0)
                   for position, info in enumerate(ctx.train_set.images)}
     annotations = []
     for info in ctx.train_set.images:
@@ -313,24 +313,6 @@ def stage_pseudo_labels(ctx: RoundContext, on_progress: Progress) -> dict[str, P
         annotations += renumbered
     ctx.work.write_json(PSEUDO_LABELS, coco_file(ctx, annotations))
     return {"pseudo_labels": ctx.work.path(PSEUDO_LABELS)}
-
-
-def _crop(ctx: RoundContext, position: int, anns: list[dict], mode: str, threshold: float) -> list[dict]:
-    """COCO annotations of the pseudo instances of the train image at ``position``: its boxes ``anns``
-    cropping the SS score map (or cutting the image: ``grabcut``)."""
-    if not anns:
-        return []
-    info, cfg = ctx.train_set.images[position], ctx.profile.pseudo
-    instances = make_instance_labels(
-        torch.from_numpy(ctx.work.read_scores(SCORE_MAPS, image_stem(info))),
-        torch.tensor([xyxy(a["bbox"]) for a in anns], dtype=torch.float32),
-        torch.tensor([a["category_id"] for a in anns]),
-        torch.tensor([a["score"] for a in anns], dtype=torch.float32),
-        mode=mode, threshold=threshold, min_pixels=cfg.min_instance_pixels,
-        image=ctx.train_set.load_image(position) if mode == "grabcut" else None,
-        grabcut_iters=cfg.grabcut_iters, grabcut_min_fill=cfg.grabcut_min_fill,
-    )
-    return to_coco_annotations(info.id, instances)
 
 
 # ------------------------------------------------------------------------------------ is_train
