@@ -7,7 +7,7 @@ Four runs of :func:`wsis_core.rounds.run_rounds`, exactly what ``wsis train`` ru
 (weak round 1 first, then the ablations and full, then the weak run's later rounds):
 
 * ``weak``: ``--rounds R`` (default 3);
-* ``no_ccgr``: round 1 with ``--no-ccgr`` (the MIL boxes cropped);
+* ``no_ccgr``: ``--no-ccgr`` (the MIL boxes cropped), as many rounds as the weak run;
 * ``seg``: round 1 with ``--box-source seg`` (boxes around connected components of the SS masks);
 * ``full``: the IS branch on the train split's true masks (one round).
 
@@ -44,12 +44,13 @@ from wsis_core.rounds import STAGES, run_rounds
 from wsis_core.run_layout import marker_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# Ablation -> (RunConfig changes, round-1 stages it shares with the weak run).
+# Ablation -> (RunConfig changes, round-1 stages it shares with the weak run, runs all the weak run's rounds).
 ABLATIONS = {
-    "no_ccgr": ({"ccgr": False}, ("cues", "ss", "proposals", "mil")),
-    "seg": ({"box_source": "seg"}, ("cues", "ss", "proposals")),
+    "no_ccgr": ({"ccgr": False}, ("cues", "ss", "proposals", "mil"), True),
+    "seg": ({"box_source": "seg"}, ("cues", "ss", "proposals"), False),
 }
-ROW_NAMES = {"no_ccgr": "weak, no CCGR (MIL boxes cropped), round 1", "seg": "weak, Seg-only boxes, round 1",
+RUNS = ("weak", *ABLATIONS, "full")
+ROW_NAMES = {"no_ccgr": "weak, no CCGR (MIL boxes cropped)", "seg": "weak, Seg-only boxes",
              "full": "full supervision (upper bound)"}
 RATIO_KEYS = ("mAP_r@0.25", "mAP_r@0.5", "mAP_b@0.5")
 
@@ -76,32 +77,43 @@ def fork_first_round(weak: Path, target: Path, shared: tuple[str, ...]) -> None:
     staging.rename(target)
 
 
-def run_all(work: Path, weak_config: RunConfig, rounds: int, device) -> dict[str, dict]:
-    """The four runs; returns each run's summary (``RUN/summary.json``)."""
+def run_all(work: Path, weak_config: RunConfig, rounds: int, device, runs: tuple[str, ...]) -> dict[str, dict]:
+    """The selected runs (``weak`` always); returns each run's summary (``RUN/summary.json``).
+
+    Order: weak round 1 (the ablations fork it), every ablation's round 1, full, the weak run's later
+    rounds, then the later rounds of the ablations that follow the weak run: every row of round 1 is done
+    early, and a call cut short can be resumed with fewer ``--rounds``."""
     def run(name: str, config: RunConfig, n: int) -> dict:
         print(f"== run {name}", flush=True)
         return run_rounds(work / name, config, n, device, progress_for=Progress)
 
-    run("weak", weak_config, 1)  # round 1 first: the ablations fork it, and every row but the later rounds is
-    summaries = {}               # done early (a call cut short can be resumed with fewer --rounds)
-    for name, (changes, shared) in ABLATIONS.items():
+    summaries = {"weak": run("weak", weak_config, 1)}
+    ablations = {name: spec for name, spec in ABLATIONS.items() if name in runs}
+    for name, (changes, shared, _) in ablations.items():
         fork_first_round(work / "weak", work / name, shared)
         summaries[name] = run(name, dataclasses.replace(weak_config, **changes), 1)
-    summaries["full"] = run("full", dataclasses.replace(weak_config, supervision="full"), 1)
+    if "full" in runs:
+        summaries["full"] = run("full", dataclasses.replace(weak_config, supervision="full"), 1)
     summaries["weak"] = run("weak", weak_config, rounds)
+    for name, (changes, _, all_rounds) in ablations.items():
+        if all_rounds and rounds > 1:
+            summaries[name] = run(name, dataclasses.replace(weak_config, **changes), rounds)
     return summaries
 
 
 # ------------------------------------------------------------------------------------------ report
 def rows(summaries: dict[str, dict]) -> list[tuple[str, dict, dict]]:
-    """(row name, metrics, seconds of the stages the run ran itself) for every weak round, then the
-    ablations (without the stages shared with the weak run) and full."""
+    """(row name, metrics, seconds of the stages the run ran itself) for every weak round, then every
+    round of the ablations (round 1 without the stages shared with the weak run) and full."""
     out = [(f"weak, round {r['round']}", r["metrics"], r["stage_seconds"]) for r in summaries["weak"]["rounds"]]
-    for name in (*ABLATIONS, "full"):
-        only = summaries[name]["rounds"][0]
-        shared = ABLATIONS[name][1] if name in ABLATIONS else ()
-        own = {stage: s for stage, s in only["stage_seconds"].items() if stage not in shared}
-        out.append((ROW_NAMES[name], only["metrics"], own))
+    for name in RUNS[1:]:
+        if name not in summaries:
+            continue
+        for r in summaries[name]["rounds"]:
+            shared = ABLATIONS[name][1] if name in ABLATIONS and r["round"] == 1 else ()
+            own = {stage: s for stage, s in r["stage_seconds"].items() if stage not in shared}
+            label = ROW_NAMES[name] if name == "full" else f"{ROW_NAMES[name]}, round {r['round']}"
+            out.append((label, r["metrics"], own))
     return out
 
 
@@ -109,13 +121,17 @@ def ratio(weak: float | None, full: float | None) -> str:
     return "n/a" if weak is None or not full else f"{weak / full:.2f}"
 
 
+def difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
 def report(result: dict) -> str:
     summaries = result["summaries"]
     table = rows(summaries)
     weak_rounds = summaries["weak"]["rounds"]
-    last, first = weak_rounds[-1]["metrics"], weak_rounds[0]["metrics"]
-    full = summaries["full"]["rounds"][0]["metrics"]
-    no_ccgr = summaries["no_ccgr"]["rounds"][0]["metrics"]
+    last = weak_rounds[-1]["metrics"]
+    full = summaries["full"]["rounds"][0]["metrics"] if "full" in summaries else {}
+    no_ccgr = {r["round"]: r["metrics"] for r in summaries.get("no_ccgr", {}).get("rounds", [])}
     lines = [
         "<!-- " + result["command"] + " -->", "",
         "# Tables 1 and 3 on the synthetic data (`bench/paper_tables.py`)", "",
@@ -131,9 +147,9 @@ def report(result: dict) -> str:
         "| | " + " | ".join(RATIO_KEYS) + " |",
         "|---|" + "---|" * len(RATIO_KEYS),
         f"| weak (round {len(weak_rounds)}) / full | " + " | ".join(ratio(last.get(k), full.get(k)) for k in RATIO_KEYS) + " |",
-        "| CCGR effect: weak round 1 minus no CCGR (points) | "
-        + " | ".join(fmt(None if first.get(k) is None or no_ccgr.get(k) is None else first[k] - no_ccgr[k])
-                     for k in RATIO_KEYS) + " |",
+        *(f"| CCGR effect: weak round {r['round']} minus no CCGR (points) | "
+          + " | ".join(fmt(difference(r["metrics"].get(k), no_ccgr[r["round"]].get(k))) for k in RATIO_KEYS) + " |"
+          for r in weak_rounds if r["round"] in no_ccgr),
         "",
         "Stage wall times (s; \"-\": not run by that run: an ablation shares the weak run's round-1 stages "
         "before its switch, full supervision has no cue stages):", "",
@@ -159,7 +175,12 @@ def main() -> None:
     add_profile_arguments(parser)
     parser.add_argument("--work", help="folder of the four runs (default: a new folder under /tmp); resumed if it exists")
     parser.add_argument("--out", default=str(RESULTS / "paper_tables.md"))
+    parser.add_argument("--runs", default=",".join(RUNS),
+                        help=f"comma-separated runs out of {','.join(RUNS)} (weak always runs; default: all)")
     args = parser.parse_args()
+    runs = tuple(name.strip() for name in args.runs.split(",") if name.strip())
+    if unknown := sorted(set(runs) - set(RUNS)):
+        parser.error(f"--runs: unknown run(s) {', '.join(unknown)}; choose from {', '.join(RUNS)}")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     root, generate_s = prepare_dataset(parser, args)
@@ -174,7 +195,7 @@ def main() -> None:
     print(f"work folder {work}; device {device}", flush=True)
 
     started = time.perf_counter()
-    summaries = run_all(work, config, args.rounds, device)
+    summaries = run_all(work, config, args.rounds, device, runs)
     note = f"synthetic, {args.difficulty}, generated in {generate_s:.0f} s" if args.generate else "an existing dataset"
     result = {
         **report_header(args, device),

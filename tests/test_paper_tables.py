@@ -63,7 +63,7 @@ def _summary(rounds: list[dict]) -> dict:
 def test_report_gives_ratios_and_the_ccgr_effect():
     metrics = lambda r, b: {"mAP_r@0.25": r, "mAP_r@0.5": r, "mAP_r@0.75": None, "mAP_b@0.5": b,  # noqa: E731
                             "coco_segm_AP": None, "coco_bbox_AP": None}
-    summaries = {"weak": _summary([metrics(20, 30), metrics(30, 40)]), "no_ccgr": _summary([metrics(15, 35)]),
+    summaries = {"weak": _summary([metrics(20, 30), metrics(30, 40)]), "no_ccgr": _summary([metrics(15, 35), metrics(20, 30)]),
                  "seg": _summary([metrics(10, 10)]), "full": _summary([metrics(60, 80)])}
     summaries["seg"]["rounds"][0]["stage_seconds"].update(cues=99.0, ccgr=2.0)  # cues: shared with the weak run
     text = paper_tables.report({
@@ -74,5 +74,19 @@ def test_report_gives_ratios_and_the_ccgr_effect():
     assert "| weak, round 2 | 30.0 | 30.0 | n/a | 40.0 | n/a | n/a |" in text
     assert "| weak (round 2) / full | 0.50 | 0.50 | 0.50 |" in text
     assert "| CCGR effect: weak round 1 minus no CCGR (points) | 5.0 | 5.0 | -5.0 |" in text
+    assert "| CCGR effect: weak round 2 minus no CCGR (points) | 10.0 | 10.0 | 10.0 |" in text
+    assert "| weak, no CCGR (MIL boxes cropped), round 2 | 20.0 | 20.0 | n/a | 30.0 | n/a | n/a |" in text
     assert "| full supervision (upper bound) | - | - | - | - | - | - | 10 | - | 10 |" in text
     assert "| weak, Seg-only boxes, round 1 | - | - | - | - | 2 | - | 10 | - | 12 |" in text
+
+
+def test_report_without_the_ablations_and_full():
+    metrics = {"mAP_r@0.25": 20, "mAP_r@0.5": 20, "mAP_r@0.75": None, "mAP_b@0.5": 30,
+               "coco_segm_AP": None, "coco_bbox_AP": None}
+    text = paper_tables.report({
+        "command": "x", "date": "d", "machine": "m", "device": "cpu", "data": "D", "dataset_note": "n",
+        "train_images": 6, "val_images": 2, "profile": "tiny", "overrides": {}, "seed": 0, "work": "W",
+        "wall_s": 60.0, "summaries": {"weak": _summary([metrics])}, "notes": "",
+    })
+    assert "| weak (round 1) / full | n/a | n/a | n/a |" in text
+    assert "| CCGR effect" not in text and "| full supervision" not in text
