@@ -12,6 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
+import ccgr_variants  # noqa: E402
 import stage_report  # noqa: E402
 from tiny_overrides import TINY_OVERRIDES  # noqa: E402
 from wsis_core.data.dataset import open_weak_dataset  # noqa: E402
@@ -96,3 +97,38 @@ def test_bag_recall_finds_the_instance_under_the_peak():
     assert stage_report._source_instance(Bag(1, (5.0, 5.0)), instances) == 0
     assert stage_report._source_instance(Bag(2, (5.0, 5.0)), instances) is None  # no class-2 instance there
     assert stage_report._source_instance(Bag(1, (11.0, 11.0, 19.0, 19.0)), instances) == 2  # best overlapping box
+
+
+def _ccgr_variants(argv: list[str]) -> None:
+    saved = sys.argv
+    sys.argv = ["ccgr_variants.py", *argv]
+    try:
+        ccgr_variants.main()
+    finally:
+        sys.argv = saved
+
+
+def test_ccgr_variants_reproduce_the_run_and_compare_settings(report, tmp_path):
+    run, _ = report
+    out = tmp_path / "variants.md"
+    _ccgr_variants(["--run", str(run), "--data", str(run.parent / "data"), "--rounds", "1,2", "--out", str(out),
+                    "--variant", "ccgr.gap=ring", "--variant", "ccgr.iters=0"])
+    text = out.read_text()
+    for number in (1, 2):
+        section = text.split(f"## Round {number}\n", 1)[1].split("## ", 1)[0]
+        rows = {cells[0]: cells[1:] for cells in re.findall(r"^\| ([^|]+?) \| (.+?) \| (.+?) \| (.+?) \| (.+?) \|$",
+                                                             section, flags=re.M)
+                for cells in [tuple(c.strip() for c in cells)]}
+        # the run's own setting (the tiny default gap) refines exactly as the ccgr stage did; 0 steps leave MIL boxes
+        assert rows["CCGR ccgr.gap=ring"][:3] == rows["the run's CCGR boxes (ccgr on)"][:3]
+        assert rows["CCGR ccgr.iters=0"][:3] == rows["MIL boxes"][:3]
+        assert rows["MIL boxes"][3] == "0.000; 1.000"
+
+
+def test_ccgr_variants_refuse_a_bad_variant_in_one_line(report, capsys):
+    run, _ = report
+    for bad in ("cls.epochs=1", "ccgr.gap=sideways"):
+        with pytest.raises(SystemExit) as exit_info:
+            _ccgr_variants(["--run", str(run), "--data", str(run.parent / "data"), "--variant", bad])
+        assert exit_info.value.code == 2
+        assert "--variant" in capsys.readouterr().err
