@@ -132,6 +132,13 @@ def report(result: dict) -> str:
     last = weak_rounds[-1]["metrics"]
     full = summaries["full"]["rounds"][0]["metrics"] if "full" in summaries else {}
     no_ccgr = {r["round"]: r["metrics"] for r in summaries.get("no_ccgr", {}).get("rounds", [])}
+    comparisons = [
+        *([f"| weak (round {len(weak_rounds)}) / full | "
+           + " | ".join(ratio(last.get(k), full.get(k)) for k in RATIO_KEYS) + " |"] if full else []),
+        *(f"| CCGR effect: weak round {r['round']} minus no CCGR (points) | "
+          + " | ".join(fmt(difference(r["metrics"].get(k), no_ccgr[r["round"]].get(k))) for k in RATIO_KEYS) + " |"
+          for r in weak_rounds if r["round"] in no_ccgr),
+    ]
     lines = [
         "<!-- " + result["command"] + " -->", "",
         "# Tables 1 and 3 on the synthetic data (`bench/paper_tables.py`)", "",
@@ -144,13 +151,8 @@ def report(result: dict) -> str:
         "|---|" + "---|" * len(METRIC_KEYS),
         *(f"| {name} | " + " | ".join(fmt(m.get(k)) for k in METRIC_KEYS) + " |" for name, m, _ in table),
         "",
-        "| | " + " | ".join(RATIO_KEYS) + " |",
-        "|---|" + "---|" * len(RATIO_KEYS),
-        f"| weak (round {len(weak_rounds)}) / full | " + " | ".join(ratio(last.get(k), full.get(k)) for k in RATIO_KEYS) + " |",
-        *(f"| CCGR effect: weak round {r['round']} minus no CCGR (points) | "
-          + " | ".join(fmt(difference(r["metrics"].get(k), no_ccgr[r["round"]].get(k))) for k in RATIO_KEYS) + " |"
-          for r in weak_rounds if r["round"] in no_ccgr),
-        "",
+        *([] if not comparisons else ["| | " + " | ".join(RATIO_KEYS) + " |", "|---|" + "---|" * len(RATIO_KEYS),
+                                      *comparisons, ""]),
         "Stage wall times (s; \"-\": not run by that run: an ablation shares the weak run's round-1 stages "
         "before its switch, full supervision has no cue stages):", "",
         "| run | " + " | ".join(STAGES) + " | total |",

@@ -88,5 +88,5 @@ def test_report_without_the_ablations_and_full():
         "train_images": 6, "val_images": 2, "profile": "tiny", "overrides": {}, "seed": 0, "work": "W",
         "wall_s": 60.0, "summaries": {"weak": _summary([metrics])}, "notes": "",
     })
-    assert "| weak (round 1) / full | n/a | n/a | n/a |" in text
-    assert "| CCGR effect" not in text and "| full supervision" not in text
+    assert "| weak, round 1 | 20.0 | 20.0 | n/a | 30.0 | n/a | n/a |" in text
+    assert "/ full |" not in text and "| CCGR effect" not in text and "| full supervision" not in text
