@@ -3,8 +3,8 @@
 dataset (600 train / 200 val images of 160 px of ``--difficulty parts`` by default, the case of the paper's
 Fig. 1; ``--difficulty easy`` is the regression row of bench/results/paper_tables_600_cpu.md).
 
-Four runs of :func:`wsis_core.rounds.run_rounds`, exactly what ``wsis train`` runs, in ``WORK/``
-(weak round 1 first, then the ablations and full, then the weak run's later rounds):
+Up to four runs (``--runs``, default all) of :func:`wsis_core.rounds.run_rounds`, exactly what ``wsis train``
+runs, in ``WORK/`` (weak round 1 first, then the ablations' round 1 and full, then the later rounds):
 
 * ``weak``: ``--rounds R`` (default 3);
 * ``no_ccgr``: ``--no-ccgr`` (the MIL boxes cropped), as many rounds as the weak run;
