@@ -17,14 +17,13 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from box_quality import as_results, ccgr_movement
+from box_quality import ccgr_movement
 from reporting import report_header, write_report
-from stage_report import TrainTruth, fmt_na, round_annotations
+from stage_report import TrainTruth, label_set_rows, round_annotations
 from wsis_core import run_layout
 from wsis_core.box_sources import refine_boxes
 from wsis_core.device import resolve_device
 from wsis_core.errors import WsisInputError
-from wsis_core.evaluation import evaluate, label_set_quality
 from wsis_core.round_context import RoundContext, read_config
 from wsis_core.rounds import stage_done
 
@@ -38,12 +37,11 @@ def parse_variant(text: str) -> dict[str, str]:
 
 
 def box_row(name: str, truth: TrainTruth, boxes: list[dict], mil: list[dict]) -> str:
-    results = as_results(boxes, with_masks=False)
-    quality = label_set_quality(truth.coco, results, "bbox")
-    metrics = evaluate(truth.coco, results) if boxes else {}
+    """One table row: the microscope's label-set values of ``boxes`` (stage_report.label_set_rows) and movement."""
+    _, precision_recall, matched, average_precision = (value for _, _, value in label_set_rows(name, truth, boxes, "bbox"))
     moved = ccgr_movement(mil, boxes)
-    return (f"| {name} | {fmt_na(quality['precision'], 3)} / {fmt_na(quality['recall'], 3)} | {fmt_na(quality['matched_iou'], 3)} "
-            f"| {fmt_na(metrics.get('mAP_b@0.5'))} | {moved['moved']:.3f}; {moved['mean_iou_before_after']:.3f} |")
+    return (f"| {name} | {precision_recall} | {matched} | {average_precision} "
+            f"| {moved['moved']:.3f}; {moved['mean_iou_before_after']:.3f} |")
 
 
 def round_table(ctx: RoundContext, truth: TrainTruth, variants: list[dict[str, str]]) -> str:

@@ -117,27 +117,33 @@ def rows(summaries: dict[str, dict]) -> list[tuple[str, dict, dict]]:
     return out
 
 
-def ratio(weak: float | None, full: float | None) -> str:
-    return "n/a" if weak is None or not full else f"{weak / full:.2f}"
-
-
-def difference(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a - b
+def comparisons(summaries: dict[str, dict]) -> tuple[dict | None, dict[int, dict]]:
+    """Per RATIO_KEYS metric: the weak run's last round over full (``None`` without a full run), and the CCGR
+    effect (weak minus ``no_ccgr``) of every round both runs have; a value is ``None`` where either is missing."""
+    weak_rounds = summaries["weak"]["rounds"]
+    ratios = None
+    if "full" in summaries:
+        last, full = weak_rounds[-1]["metrics"], summaries["full"]["rounds"][0]["metrics"]
+        ratios = {k: None if last.get(k) is None or not full.get(k) else last[k] / full[k] for k in RATIO_KEYS}
+    no_ccgr = {r["round"]: r["metrics"] for r in summaries.get("no_ccgr", {}).get("rounds", [])}
+    effects = {
+        r["round"]: {k: None if r["metrics"].get(k) is None or no_ccgr[r["round"]].get(k) is None
+                     else r["metrics"][k] - no_ccgr[r["round"]][k] for k in RATIO_KEYS}
+        for r in weak_rounds if r["round"] in no_ccgr
+    }
+    return ratios, effects
 
 
 def report(result: dict) -> str:
     summaries = result["summaries"]
     table = rows(summaries)
     weak_rounds = summaries["weak"]["rounds"]
-    last = weak_rounds[-1]["metrics"]
-    full = summaries["full"]["rounds"][0]["metrics"] if "full" in summaries else {}
-    no_ccgr = {r["round"]: r["metrics"] for r in summaries.get("no_ccgr", {}).get("rounds", [])}
-    comparisons = [
-        *([f"| weak (round {len(weak_rounds)}) / full | "
-           + " | ".join(ratio(last.get(k), full.get(k)) for k in RATIO_KEYS) + " |"] if full else []),
-        *(f"| CCGR effect: weak round {r['round']} minus no CCGR (points) | "
-          + " | ".join(fmt(difference(r["metrics"].get(k), no_ccgr[r["round"]].get(k))) for k in RATIO_KEYS) + " |"
-          for r in weak_rounds if r["round"] in no_ccgr),
+    ratios, effects = comparisons(summaries)
+    compared = [
+        *([f"| weak (round {len(weak_rounds)}) / full | " + " | ".join(fmt(ratios[k], 2) for k in RATIO_KEYS) + " |"]
+          if ratios else []),
+        *(f"| CCGR effect: weak round {number} minus no CCGR (points) | "
+          + " | ".join(fmt(effect[k]) for k in RATIO_KEYS) + " |" for number, effect in effects.items()),
     ]
     lines = [
         "<!-- " + result["command"] + " -->", "",
@@ -151,8 +157,8 @@ def report(result: dict) -> str:
         "|---|" + "---|" * len(METRIC_KEYS),
         *(f"| {name} | " + " | ".join(fmt(m.get(k)) for k in METRIC_KEYS) + " |" for name, m, _ in table),
         "",
-        *([] if not comparisons else ["| | " + " | ".join(RATIO_KEYS) + " |", "|---|" + "---|" * len(RATIO_KEYS),
-                                      *comparisons, ""]),
+        *([] if not compared else ["| | " + " | ".join(RATIO_KEYS) + " |", "|---|" + "---|" * len(RATIO_KEYS),
+                                   *compared, ""]),
         "Stage wall times (s; \"-\": not run by that run: an ablation shares the weak run's round-1 stages "
         "before its switch, full supervision has no cue stages):", "",
         "| run | " + " | ".join(STAGES) + " | total |",

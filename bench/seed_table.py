@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from paper_tables import RATIO_KEYS, difference, rows
+from paper_tables import comparisons, rows
 from reporting import fmt, write_report
 from wsis_core.evaluation import METRIC_KEYS
 from wsis_core.io import read_json
@@ -40,17 +40,12 @@ def seed_rows(summaries: dict[str, dict]) -> dict[str, dict]:
     if "weak" not in summaries:
         return {}
     table = {name: metrics for name, metrics, _ in rows(summaries)}
-    weak_rounds = summaries["weak"]["rounds"]
-    if "full" in summaries:
-        full = summaries["full"]["rounds"][0]["metrics"]
-        last = weak_rounds[-1]["metrics"]
-        table[f"weak (round {len(weak_rounds)}) / full, ratio x 100"] = {
-            k: None if last.get(k) is None or not full.get(k) else 100 * last[k] / full[k] for k in RATIO_KEYS}
-    no_ccgr = {r["round"]: r["metrics"] for r in summaries.get("no_ccgr", {}).get("rounds", [])}
-    for r in weak_rounds:
-        if r["round"] in no_ccgr:
-            table[f"CCGR effect at round {r['round']} (weak minus no CCGR, points)"] = {
-                k: difference(r["metrics"].get(k), no_ccgr[r["round"]].get(k)) for k in RATIO_KEYS}
+    ratios, effects = comparisons(summaries)
+    if ratios:
+        table[f"weak (round {len(summaries['weak']['rounds'])}) / full, ratio x 100"] = {
+            k: None if v is None else 100 * v for k, v in ratios.items()}
+    for number, effect in effects.items():
+        table[f"CCGR effect at round {number} (weak minus no CCGR, points)"] = effect
     return table
 
 

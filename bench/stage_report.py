@@ -130,13 +130,13 @@ def label_set_rows(name: str, truth: TrainTruth, annotations: list[dict] | None,
         (name, "labels (per image; images with none)",
          f"{len(annotations)} ({len(annotations) / max(len(truth.coco['images']), 1):.1f}; "
          f"{len(truth.coco['images']) - images})"),
-        (name, f"precision / recall at {kind} IoU 0.5", f"{fmt_na(quality['precision'], 3)} / {fmt_na(quality['recall'], 3)}"),
-        (name, "mean IoU of matched", fmt_na(quality["matched_iou"], 3)),
-        (name, f"{key} (train)", fmt_na(metrics.get(key))),
+        (name, f"precision / recall at {kind} IoU 0.5", f"{_f(quality['precision'], 3)} / {_f(quality['recall'], 3)}"),
+        (name, "mean IoU of matched", _f(quality["matched_iou"], 3)),
+        (name, f"{key} (train)", _f(metrics.get(key))),
     ]
 
 
-def fmt_na(value, digits: int = 1) -> str:
+def _f(value, digits: int = 1) -> str:
     return NOT_RUN if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
@@ -149,7 +149,7 @@ def round_annotations(ctx: RoundContext, name: str) -> list[dict] | None:
 def cue_rows(ctx: RoundContext, truth: TrainTruth, device, val_map: float) -> list[tuple]:
     """Classifier, peaks and the semantic maps of one round."""
     n = len(ctx.config.classes)
-    rows = [("classifier", "val mAP (round 1's classifier)", fmt_na(val_map, 3))]
+    rows = [("classifier", "val mAP (round 1's classifier)", _f(val_map, 3))]
     if ctx.work.path(run_layout.PEAKS).exists():
         peaks = ctx.work.read_json(run_layout.PEAKS)
         per_image = [peaks[str(info.id)] for info in ctx.train_set.images]
@@ -214,8 +214,8 @@ def is_rows(ctx: RoundContext) -> list[tuple]:
     seconds = stage_seconds(ctx.work, stages_of(ctx.config))
     return [
         ("IS branch", "val mAP_r@0.25 / 0.5 / 0.75",
-         " / ".join(fmt_na(metrics.get(k)) for k in ("mAP_r@0.25", "mAP_r@0.5", "mAP_r@0.75"))),
-        ("IS branch", "val mAP_b@0.5", fmt_na(metrics.get("mAP_b@0.5"))),
+         " / ".join(_f(metrics.get(k)) for k in ("mAP_r@0.25", "mAP_r@0.5", "mAP_r@0.75"))),
+        ("IS branch", "val mAP_b@0.5", _f(metrics.get("mAP_b@0.5"))),
         ("run", "stage seconds", ", ".join(f"{s} {v:.0f}" for s, v in seconds.items()) or NOT_RUN),
     ]
 
