@@ -15,10 +15,13 @@ from wsis_core.proposals import (
     PrecomputedProposals,
     ProposalStore,
     SelectiveSearchOptions,
+    StraddlingProposals,
     compute_proposals,
     load_mcg_mat,
     rank_objectness,
     selective_search,
+    straddling_objectness,
+    superpixels,
 )
 
 XYXY = np.array([[0, 1, 10, 20], [4.5, 5, 8, 9]], np.float32)
@@ -95,3 +98,54 @@ def test_compute_proposals_with_a_pool_then_resumes(synth_dataset, tmp_path):
     compute_proposals(dataset, tmp_path, workers=2, on_progress=lambda d, t: calls.append((d, t)))
     assert calls == [(total - 1, total), (total, total)]
     assert store.has(dataset.images[1].id)
+
+
+def _two_objects() -> np.ndarray:
+    """A flat grey image with a red and a green rectangle that touch: three uniform regions."""
+    image = np.full((60, 80, 3), 90, np.uint8)
+    image[10:40, 10:40] = (220, 30, 30)
+    image[15:50, 40:70] = (30, 200, 60)
+    return image
+
+
+def test_superpixels_follow_uniform_regions():
+    labels = superpixels(_two_objects(), scale=100.0)
+    assert labels.shape == (60, 80) and labels.dtype == np.int32
+    # each object's inside is one region (the smoothed edges make thin regions of their own)
+    assert len(np.unique(labels[13:37, 13:37])) == 1 and len(np.unique(labels[18:47, 43:67])) == 1
+    assert len({labels[20, 20], labels[30, 50], labels[5, 5]}) == 3
+
+
+def test_straddling_prefers_the_box_that_hugs_an_object():
+    # Alexe et al. 2012, Eq. 5: SS = 1 - sum_s min(|s - B|, |s & B|) / |B|.
+    boxes = np.array([
+        [10, 10, 40, 40],  # the red object exactly: cuts only background, which lies mostly outside
+        [10, 10, 25, 40],  # half of it: cuts the red region in two
+        [10, 10, 70, 50],  # both objects and some background
+        [0, 0, 80, 60],  # the whole image cuts nothing
+    ], np.float32)
+    scores = straddling_objectness(_two_objects(), boxes, scale=100.0)
+    assert scores.dtype == np.float32 and scores.shape == (4,)
+    assert scores[3] == 1.0 and scores[0] > 0.99  # only the thin edge regions stick out of the exact box
+    assert scores[1] < 0.1  # half the red region is outside a box of half its size
+    assert scores[1] < scores[2] < scores[0]
+
+
+def test_straddling_in_chunks_matches_one_table(monkeypatch):
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, (40, 50, 3)).astype(np.uint8)
+    boxes = np.sort(rng.uniform(0, 40, (30, 2, 2)), axis=1).reshape(30, 4)[:, [0, 2, 1, 3]]
+    whole = straddling_objectness(image, boxes, scale=50.0)
+    monkeypatch.setattr("wsis_core.proposals.STRADDLING_CHUNK", 3)
+    np.testing.assert_allclose(straddling_objectness(image, boxes, scale=50.0), whole, rtol=1e-6)
+
+
+def test_straddling_proposals_replace_the_score_and_keep_the_boxes(tmp_path):
+    store = ProposalStore(tmp_path)
+    boxes = np.array([[10, 10, 40, 40], [10, 10, 25, 40]], np.float32)
+    store.save(3, boxes, np.array([0.1, 0.9], np.float32))
+    source = StraddlingProposals(store, {3: _two_objects()}.__getitem__, scale=100.0)
+    got_boxes, objectness = source.proposals_for(3)
+    np.testing.assert_array_equal(got_boxes, boxes)
+    np.testing.assert_allclose(objectness, straddling_objectness(_two_objects(), boxes, 100.0))
+    assert objectness[0] > objectness[1]

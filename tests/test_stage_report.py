@@ -3,6 +3,7 @@ round with every row of issue 16, the numbers in range and consistent with the r
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -15,11 +16,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import ccgr_variants  # noqa: E402
 import stage_report  # noqa: E402
 from tiny_overrides import TINY_OVERRIDES  # noqa: E402
+from wsis_core import stages  # noqa: E402
+from wsis_core.bags import bags_for_peaks  # noqa: E402
 from wsis_core.data.dataset import open_weak_dataset  # noqa: E402
 from wsis_core.data.synth import generate_dataset  # noqa: E402
 from wsis_core.io import read_json  # noqa: E402
-from wsis_core.round_context import RunConfig  # noqa: E402
+from wsis_core.proposals import straddling_objectness  # noqa: E402
+from wsis_core.round_context import RoundContext, RunConfig, read_config  # noqa: E402
 from wsis_core.rounds import run_rounds  # noqa: E402
+from wsis_core.run_layout import PEAKS, PROPAGATED, image_stem  # noqa: E402
 
 ROUND_1_ROWS = [
     "val mAP (round 1's classifier)", "precision / recall", "instances with 2+ peaks", "CAM mIoU (train)",
@@ -132,3 +137,29 @@ def test_ccgr_variants_refuse_a_bad_variant_in_one_line(report, capsys):
             _ccgr_variants(["--run", str(run), "--data", str(run.parent / "data"), "--variant", bad])
         assert exit_info.value.code == 2
         assert "--variant" in capsys.readouterr().err
+
+
+def _round_one_bags(run: Path, objectness: str) -> tuple[RoundContext, dict]:
+    config = read_config(run)
+    config = dataclasses.replace(config, overrides={**config.overrides, "mil.objectness": objectness})
+    ctx = RoundContext(run, 1, config, torch.device("cpu"))
+    return ctx, stages.round_bags(ctx, stages.proposal_source(ctx), None)
+
+
+def test_round_one_bags_rank_by_eq4_with_the_objectness_of_mil_objectness(report):
+    run, _ = report
+    orders = {}
+    for objectness in ("source", "straddling"):
+        ctx, bags = _round_one_bags(run, objectness)
+        cfg, peaks, proposals = ctx.profile.mil, ctx.work.read_json(PEAKS), stages.proposal_source(ctx)
+        for position, info in enumerate(ctx.train_set.images):
+            boxes, score = proposals.proposals_for(info.id)
+            if objectness == "straddling":  # B_S from the image's superpixels instead of the selective-search rank
+                score = straddling_objectness(ctx.train_set.load_image(position), boxes, cfg.superpixel_scale)
+            expected = bags_for_peaks(info.id, peaks[str(info.id)], ctx.work.read_scores(PROPAGATED, image_stem(info)),
+                                      boxes, score, top_k=cfg.top_k, lam=cfg.lam)
+            got = [bag.proposal_indices.tolist() for bag in bags[info.id]]
+            assert got == [bag.proposal_indices.tolist() for bag in expected]
+            orders[objectness, info.id] = got
+    ids = {image_id for _, image_id in orders}
+    assert any(orders["source", i] != orders["straddling", i] for i in ids)

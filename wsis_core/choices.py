@@ -22,6 +22,8 @@ GapMode = Literal["ring", "paper"]
 MoveMode = Literal["free", "outward"]
 # Pseudo instance pixels: argmax of S is the box's class, score above a threshold, or GrabCut in the box.
 CropMode = Literal["argmax", "threshold", "grabcut"]
+# B_S of Eq. 4: the proposals' own score (selective search's rank, MCG's objectness) or superpixel straddling.
+Objectness = Literal["source", "straddling"]
 # A run's supervision (image labels, or true masks: the upper bound) and where its boxes come from (MIL, or
 # the SS masks: Table 3's "Seg only").
 Supervision = Literal["weak", "full"]
@@ -34,5 +36,6 @@ POOLINGS: tuple[str, ...] = get_args(Pooling)
 GAP_MODES: tuple[str, ...] = get_args(GapMode)
 MOVE_MODES: tuple[str, ...] = get_args(MoveMode)
 CROP_MODES: tuple[str, ...] = get_args(CropMode)
+OBJECTNESS_SOURCES: tuple[str, ...] = get_args(Objectness)
 SUPERVISIONS: tuple[str, ...] = get_args(Supervision)
 BOX_SOURCES: tuple[str, ...] = get_args(BoxSource)

@@ -36,7 +36,7 @@ from pydantic import (
     field_validator,
 )
 
-from wsis_core.choices import BackboneName, CropMode, GapMode, MoveMode, OutputStride, Pooling, Precision
+from wsis_core.choices import BackboneName, CropMode, GapMode, MoveMode, Objectness, OutputStride, Pooling, Precision
 from wsis_core.errors import WsisInputError
 
 MAX_PATH_CHARS = 1000
@@ -189,6 +189,12 @@ class MilConfig(Section):
     proposal_workers: _count(1, 64) = _meaning("processes computing selective search", 2)
     top_k: _count(1, 10_000) = _meaning("proposals kept per bag (Eq. 4; paper: 10)", 10)
     lam: _at_most(1000.0, low=None) = _meaning("background penalty lambda of Eq. 4 (paper: 0.1)", 0.1)
+    # straddling: selective search's order says nothing of objects, docs/decisions.md#straddling-objectness
+    objectness: Objectness = _meaning(
+        "B_S of Eq. 4: the proposals' own score (source: selective-search rank, MCG objectness; paper) or "
+        "superpixel straddling of the image (straddling)", "straddling")
+    superpixel_scale: _positive(100_000.0) = _meaning(
+        "scale k of the graph-based superpixels of mil.objectness straddling (larger: larger regions)", 100.0)
     epochs: Epochs = _meaning("MIL (WSDDN) training epochs", 3)
     lr: LearningRate = _meaning("MIL learning rate", 1e-4)
     weight_decay: WeightDecay = _meaning("MIL weight decay", 1e-4)
@@ -393,7 +399,7 @@ PROFILES: dict[str, Profile] = {
         # ~80k iterations at batch size 1 on VOC's 5,717 training images.
         seg=SegmentationConfig(epochs=14, batch_size=1, lr=1e-4, weight_decay=1e-4, image_classes=False),
         # ~55k iterations at one image per step on 5,717 images.
-        mil=MilConfig(epochs=10, hidden=1024, nms_iou=1.0),
+        mil=MilConfig(epochs=10, hidden=1024, nms_iou=1.0, objectness="source"),
         ccgr=CcgrConfig(moves="free"),
         pseudo=PseudoConfig(crop_mode="argmax"),
         instance=InstanceConfig(epochs=12, batch_size=8, lr=0.01, min_size=800, max_size=1333, proposals=2000,

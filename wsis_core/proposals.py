@@ -30,6 +30,9 @@ Sources:
   - ``.json``: ``{"boxes": [[x1, y1, x2, y2], ...], "scores": [...]}``, same convention as ``.npz``.
 
   MCG scores are used as B_S as they are.
+* :class:`StraddlingProposals` - any source above with its score replaced by the superpixel straddling of the
+  image (:func:`straddling_objectness`, profile field ``mil.objectness``): a class-agnostic objectness from the
+  image itself, where the source's own score says little (selective search's order).
 """
 
 from __future__ import annotations
@@ -61,6 +64,11 @@ class SelectiveSearchOptions:
     min_size: int = 8
 
 
+SUPERPIXEL_SIGMA = 0.8  # Gaussian smoothing before the graph segmentation (Felzenszwalb & Huttenlocher's)
+SUPERPIXEL_MIN_PIXELS = 20  # smaller regions are merged into a neighbour
+STRADDLING_CHUNK = 32  # regions per batch of summed-area tables in straddling_objectness
+
+
 def rank_objectness(count: int) -> np.ndarray:
     """Rank-based objectness for proposals without a score: 1 - r / count for rank r = 0..count-1."""
     return (1.0 - np.arange(count, dtype=np.float32) / max(count, 1)).astype(np.float32)
@@ -82,6 +90,55 @@ def selective_search(image: np.ndarray, options: SelectiveSearchOptions = Select
     rects = rects[np.sort(first)][: options.max_proposals]
     boxes = np.concatenate((rects[:, :2], rects[:, :2] + rects[:, 2:]), axis=1).astype(np.float32)
     return boxes, rank_objectness(len(boxes))
+
+
+def superpixels(image: np.ndarray, scale: float) -> np.ndarray:
+    """Felzenszwalb & Huttenlocher graph-based segmentation (OpenCV; sigma 0.8, regions of at least 20 px) of a
+    uint8 [H, W, 3] RGB image at ``scale`` (their k: larger gives larger regions): int32 [H, W] region ids 0..n-1."""
+    segmentation = cv2.ximgproc.segmentation.createGraphSegmentation(
+        sigma=SUPERPIXEL_SIGMA, k=float(scale), min_size=SUPERPIXEL_MIN_PIXELS)
+    return segmentation.processImage(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)).astype(np.int32)
+
+
+def straddling_objectness(image: np.ndarray, boxes: np.ndarray, scale: float) -> np.ndarray:
+    """Superpixel straddling (Alexe, Deselaers & Ferrari, "Measuring the objectness of image windows", TPAMI
+    2012, Eq. 5), an objectness B_S for proposals that have none (Eq. 4):
+
+        SS(B) = 1 - sum_s min(|s \\ B|, |s & B|) / |B|
+
+    over the :func:`superpixels` s of the image. A box that hugs an object leaves the object's regions and the
+    background's whole (SS near 1); a box on a part of an object, or spilling into a neighbour, cuts regions
+    in two (lower). ``boxes`` [N, 4] xyxy in pixels (rounded to whole pixels); returns float32 [N] in [0, 1].
+    Per-region summed-area tables give every box's overlap with every region, ``STRADDLING_CHUNK`` regions at a
+    time (memory: chunk x image pixels).
+    """
+    labels = superpixels(image, scale)
+    height, width = labels.shape
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    x1, x2 = (np.clip(np.rint(boxes[:, i]), 0, width).astype(np.int64) for i in (0, 2))
+    y1, y2 = (np.clip(np.rint(boxes[:, i]), 0, height).astype(np.int64) for i in (1, 3))
+    area = np.maximum((x2 - x1) * (y2 - y1), 1)
+    sizes = np.bincount(labels.ravel())
+    straddled = np.zeros(len(boxes))
+    for start in range(0, len(sizes), STRADDLING_CHUNK):
+        ids = np.arange(start, min(start + STRADDLING_CHUNK, len(sizes)))
+        table = np.zeros((len(ids), height + 1, width + 1), np.int32)
+        table[:, 1:, 1:] = (labels[None] == ids[:, None, None]).cumsum(1, dtype=np.int32).cumsum(2, dtype=np.int32)
+        inside = table[:, y2, x2] - table[:, y1, x2] - table[:, y2, x1] + table[:, y1, x1]  # [regions, N]
+        straddled += np.minimum(inside, sizes[ids, None] - inside).sum(0)
+    return (1.0 - straddled / area).astype(np.float32)
+
+
+class StraddlingProposals:
+    """A proposal source whose objectness is :func:`straddling_objectness` of the image instead of the wrapped
+    source's own score (the same boxes); ``image_of(image_id)`` gives the uint8 RGB pixels."""
+
+    def __init__(self, source, image_of, scale: float):
+        self.source, self.image_of, self.scale = source, image_of, scale
+
+    def proposals_for(self, image_id: int):
+        boxes, _ = self.source.proposals_for(image_id)
+        return boxes, straddling_objectness(self.image_of(image_id), boxes, self.scale)
 
 
 def _checked(boxes, scores, source: Path):

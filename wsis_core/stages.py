@@ -34,7 +34,13 @@ from wsis_core.io import read_json, write_json
 from wsis_core.mil import WSDDNHead, distinct_boxes, select_boxes, train_mil
 from wsis_core.peaks import find_peaks
 from wsis_core.progress import Phase, Progress, phases
-from wsis_core.proposals import PrecomputedProposals, ProposalStore, SelectiveSearchOptions, compute_proposals
+from wsis_core.proposals import (
+    PrecomputedProposals,
+    ProposalStore,
+    SelectiveSearchOptions,
+    StraddlingProposals,
+    compute_proposals,
+)
 from wsis_core.pseudo_labels import semantic_label_from_instances
 from wsis_core.round_context import RoundContext
 from wsis_core.run_layout import (
@@ -219,11 +225,16 @@ class _StageFeatures(torch.nn.Module):
 
 
 def round_bags(ctx: RoundContext, proposals, on_progress: Progress):
-    """The round's MIL bags, image id -> bags: a bag per PRM peak (round 1), per confident IS box (later)."""
+    """The round's MIL bags, image id -> bags: a bag per PRM peak (round 1; B_S of Eq. 4 per ``mil.objectness``),
+    per confident IS box (later)."""
     ids = [info.id for info in ctx.train_set.images]
     if ctx.number == 1:  # a bag per PRM peak, ranked by Eq. 4 with the propagated map O
         peaks = ctx.work.read_json(PEAKS)
         stems = {info.id: image_stem(info) for info in ctx.train_set.images}
+        if ctx.profile.mil.objectness == "straddling":
+            position = {info.id: k for k, info in enumerate(ctx.train_set.images)}
+            proposals = StraddlingProposals(proposals, lambda i: ctx.train_set.load_image(position[i]),
+                                            ctx.profile.mil.superpixel_scale)
         return build_bags(
             ids, lambda i: peaks[str(i)], lambda i: ctx.work.read_scores(PROPAGATED, stems[i]), proposals,
             cfg=ctx.profile.mil, on_progress=on_progress,
