@@ -57,6 +57,8 @@ KEY_ROWS = (
     ("CCGR boxes", "mAP_b@0.5 (train)"),
     ("pseudo masks", "precision / recall at mask IoU 0.5"),
     ("pseudo masks", "mAP_r@0.5 (train)"),
+    ("pseudo boxes", "precision / recall at box IoU 0.5"),
+    ("pseudo boxes", "mAP_b@0.5 (train)"),
     ("run", "stage seconds"),
 )
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")

@@ -62,6 +62,18 @@ def test_labels_drop_empty_instances_and_write_coco():
     assert set(np.unique(semantic)) == {0, 1} and (semantic == 1).sum() == 100
 
 
+def test_coco_box_is_the_refined_box_or_the_mask_extent():
+    instances = make_instance_labels(_two_class_map(), torch.tensor([[0.0, 0.0, 14.0, 20.0]]), torch.tensor([1]),
+                                     torch.tensor([0.8]))
+    (refined,) = to_coco_annotations(1, instances, box="refined")
+    (extent,) = to_coco_annotations(1, instances, box="mask")
+    assert refined["bbox"] == [0.0, 0.0, 14.0, 20.0]
+    assert extent["bbox"] == [2.0, 5.0, 10.0, 10.0]  # class 1 wins rows 5..14, columns 2..11 of the box
+    assert extent["segmentation"] == refined["segmentation"] and extent["area"] == refined["area"] == 100
+    with pytest.raises(ValueError, match="box must be one of"):
+        to_coco_annotations(1, instances, box="tight")
+
+
 def _disk_image(size=48, centre=(24, 24), radius=12):
     """RGB uint8: a red disk on a noisy blue-green background, and the disk's mask."""
     rng = np.random.default_rng(0)

@@ -67,7 +67,7 @@ def test_one_table_per_round_with_every_row(report):
     first, second = _table(text, 1), _table(text, 2)
     measures = {measure for _, measure in first}
     assert set(ROUND_1_ROWS) <= measures
-    for stage in ("MIL boxes", "CCGR boxes", "pseudo masks"):
+    for stage in ("MIL boxes", "CCGR boxes", "pseudo masks", "pseudo boxes"):
         assert (stage, "mean IoU of matched") in first and (stage, "mean IoU of matched") in second
     assert ("IS cues", "precision / recall at mask IoU 0.5") in second  # later rounds: the kept IS predictions
     assert ("semantic", "CAM mIoU (train)") not in second  # CAM/PSA are round 1's cues

@@ -113,7 +113,7 @@ def _refine_chunk(ctx: RoundContext, infos, by_image, peaks) -> dict[int, dict]:
 def box_masks_as_labels(ctx: RoundContext, position: int, anns: list[dict], mode: str, threshold: float) -> list[dict]:
     """COCO annotations of the pseudo instances of the train image at ``position``: its boxes ``anns``
     cropping the SS score map with ``mode`` and ``threshold`` (or cutting the image: ``grabcut``), the
-    pseudo_labels stage's masks."""
+    pseudo_labels stage's masks, with the boxes ``pseudo.box`` says."""
     if not anns:
         return []
     info, cfg = ctx.train_set.images[position], ctx.profile.pseudo
@@ -126,4 +126,4 @@ def box_masks_as_labels(ctx: RoundContext, position: int, anns: list[dict], mode
         image=ctx.train_set.load_image(position) if mode == "grabcut" else None,
         grabcut_iters=cfg.grabcut_iters, grabcut_min_fill=cfg.grabcut_min_fill,
     )
-    return to_coco_annotations(info.id, instances)
+    return to_coco_annotations(info.id, instances, box=cfg.box)

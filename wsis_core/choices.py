@@ -22,6 +22,8 @@ GapMode = Literal["ring", "paper"]
 MoveMode = Literal["free", "outward"]
 # Pseudo instance pixels: argmax of S is the box's class, score above a threshold, or GrabCut in the box.
 CropMode = Literal["argmax", "threshold", "grabcut"]
+# A pseudo instance's box: the refined box it was cut from (the paper), or the extent of its mask.
+PseudoBox = Literal["refined", "mask"]
 # B_S of Eq. 4: the proposals' own score (selective search's rank, MCG's objectness) or superpixel straddling.
 Objectness = Literal["source", "straddling"]
 # A run's supervision (image labels, or true masks: the upper bound) and where its boxes come from (MIL, or
@@ -36,6 +38,7 @@ POOLINGS: tuple[str, ...] = get_args(Pooling)
 GAP_MODES: tuple[str, ...] = get_args(GapMode)
 MOVE_MODES: tuple[str, ...] = get_args(MoveMode)
 CROP_MODES: tuple[str, ...] = get_args(CropMode)
+PSEUDO_BOXES: tuple[str, ...] = get_args(PseudoBox)
 OBJECTNESS_SOURCES: tuple[str, ...] = get_args(Objectness)
 SUPERVISIONS: tuple[str, ...] = get_args(Supervision)
 BOX_SOURCES: tuple[str, ...] = get_args(BoxSource)

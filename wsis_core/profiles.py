@@ -36,7 +36,17 @@ from pydantic import (
     field_validator,
 )
 
-from wsis_core.choices import BackboneName, CropMode, GapMode, MoveMode, Objectness, OutputStride, Pooling, Precision
+from wsis_core.choices import (
+    BackboneName,
+    CropMode,
+    GapMode,
+    MoveMode,
+    Objectness,
+    OutputStride,
+    Pooling,
+    Precision,
+    PseudoBox,
+)
 from wsis_core.errors import WsisInputError
 
 MAX_PATH_CHARS = 1000
@@ -216,6 +226,9 @@ class CcgrConfig(Section):
     moves: MoveMode = _meaning("CCGR box sides: free (paper) or outward (a box only grows from its MIL box)",
                                "outward")
     chunk_images: _count(1, 4096) = _meaning("images whose boxes are refined in one batched CCGR call", 64)
+    # 2: round 1's S (from the CAMs) spreads over same-class neighbours, docs/decisions.md#ccgr-first-round
+    first_round: _count(1, 1000) = _meaning(
+        "first round whose boxes CCGR refines (earlier rounds crop their MIL boxes; paper: 1)", 2)
 
 
 class PseudoConfig(Section):
@@ -229,6 +242,9 @@ class PseudoConfig(Section):
     grabcut_min_fill: Fraction = _meaning(
         "a cut keeping less of its box falls back to the argmax crop of S (crop_mode grabcut)", 0.2)
     min_instance_pixels: _count(0, 10**8) = _meaning("smallest pseudo mask kept, in pixels", 10)
+    # mask: a grown box around a tight GrabCut mask taught the IS branch loose boxes, docs/decisions.md#pseudo-box
+    box: PseudoBox = _meaning("a pseudo instance's box: the refined box it was cut from (refined; paper) or its "
+                              "mask's extent (mask)", "mask")
 
 
 class InstanceConfig(Section):
@@ -400,8 +416,8 @@ PROFILES: dict[str, Profile] = {
         seg=SegmentationConfig(epochs=14, batch_size=1, lr=1e-4, weight_decay=1e-4, image_classes=False),
         # ~55k iterations at one image per step on 5,717 images.
         mil=MilConfig(epochs=10, hidden=1024, nms_iou=1.0, objectness="source"),
-        ccgr=CcgrConfig(moves="free"),
-        pseudo=PseudoConfig(crop_mode="argmax"),
+        ccgr=CcgrConfig(moves="free", first_round=1),
+        pseudo=PseudoConfig(crop_mode="argmax", box="refined"),
         instance=InstanceConfig(epochs=12, batch_size=8, lr=0.01, min_size=800, max_size=1333, proposals=2000,
                                 rois=512, mask_channels=256),
     ),

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from wsis_core import masks
-from wsis_core.choices import CROP_MODES
+from wsis_core.choices import CROP_MODES, PSEUDO_BOXES
 
 
 @dataclass(frozen=True)
@@ -135,19 +135,25 @@ def make_instance_labels(
     ]
 
 
-def to_coco_annotations(image_id: int, instances: list[InstanceLabel], first_id: int = 1) -> list[dict]:
-    """COCO annotations: RLE ``segmentation``, ``bbox`` of the refined box (x, y, w, h), ``category_id``,
-    ``score``, ``area`` and ``iscrowd`` 0, numbered from ``first_id``."""
+def to_coco_annotations(
+    image_id: int, instances: list[InstanceLabel], first_id: int = 1, box: str = "refined"
+) -> list[dict]:
+    """COCO annotations: RLE ``segmentation``, ``bbox`` (x, y, w, h) of the refined box (``box="refined"``) or of
+    the mask's extent (``box="mask"``, COCO's own convention: the box the IS branch learns then agrees with the
+    mask it learns), ``category_id``, ``score``, ``area`` and ``iscrowd`` 0, numbered from ``first_id``."""
+    if box not in PSEUDO_BOXES:
+        raise ValueError(f"box must be one of {PSEUDO_BOXES}, got {box!r}")
     annotations = []
     for offset, instance in enumerate(instances):
         rle = masks.encode(instance.mask)
         x1, y1, x2, y2 = instance.box
+        bbox = masks.to_bbox(rle) if box == "mask" else [x1, y1, x2 - x1, y2 - y1]
         annotations.append({
             "id": first_id + offset,
             "image_id": image_id,
             "category_id": instance.category_id,
             "segmentation": rle,
-            "bbox": [x1, y1, x2 - x1, y2 - y1],
+            "bbox": bbox,
             "area": masks.area(rle),
             "iscrowd": 0,
             "score": instance.score,

@@ -288,11 +288,14 @@ def _mil_boxes(ctx: RoundContext, on_progress: Progress) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------- ccgr
 def stage_ccgr(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
-    """CCGR (Eq. 3) of every box on its class's SS score map, with the multi-peak stop rule;
-    ``ccgr=False`` (Table 3's ablation) keeps the boxes as they are."""
+    """CCGR (Eq. 3) of every box on its class's SS score map, with the multi-peak stop rule, from round
+    ``ccgr.first_round`` on; ``ccgr=False`` (Table 3's ablation) and earlier rounds keep the boxes as they are."""
     boxes = ctx.work.read_json(MIL_BOXES)
-    if ctx.config.ccgr:
+    first = ctx.profile.ccgr.first_round
+    if ctx.config.ccgr and ctx.number >= first:
         boxes = {**boxes, "annotations": refine_boxes(ctx, boxes["annotations"], on_progress)}
+    elif ctx.config.ccgr:
+        ctx.note(f"MIL boxes kept as they are: CCGR refines from round {first} on (ccgr.first_round)")
     ctx.work.write_json(CCGR_BOXES, boxes)
     return {"ccgr_boxes": ctx.work.path(CCGR_BOXES)}
 
