@@ -16,8 +16,9 @@ in eval mode on the train split). Rows:
   bags (``stages.round_bags``): bag recall = bags holding a proposal of IoU >= 0.5 with their source's
   instance (round 1: the instance of the bag's class under the peak; later: the instance of the bag's class
   best overlapping the predicted box; a bag without one counts as a miss), and instances covered by such a bag;
-* MIL boxes, CCGR boxes, pseudo masks and their boxes (what the IS branch learns, ``pseudo.box``) as label sets (``wsis_core.evaluation.label_set_quality``: one-to-one
-  VOC matching at IoU 0.5; precision, recall, mean IoU of the matched) and their mAP^b_0.5 / mAP^r_0.5
+* MIL boxes, CCGR boxes, pseudo masks and their boxes (what the IS branch learns, ``pseudo.box``) as label
+  sets (``wsis_core.evaluation.label_set_quality``: one-to-one VOC matching at IoU 0.5; precision, recall, mean
+  IoU of the matched) and their mAP^b_0.5 / mAP^r_0.5
   (``wsis_core.evaluation.evaluate``); images left without a pseudo label;
 * later rounds: the previous IS model's train-split predictions kept as this round's cues (``cue_instances.json``,
   with the fallback labels of images that had none) as a mask label set;

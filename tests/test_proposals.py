@@ -123,9 +123,10 @@ def test_straddling_prefers_the_box_that_hugs_an_object():
         [10, 10, 25, 40],  # half of it: cuts the red region in two
         [10, 10, 70, 50],  # both objects and some background
         [0, 0, 80, 60],  # the whole image cuts nothing
+        [5, 5, 5.2, 30],  # no whole pixel: no objectness
     ], np.float32)
     scores = straddling_objectness(_two_objects(), boxes, scale=100.0)
-    assert scores.dtype == np.float32 and scores.shape == (4,)
+    assert scores.dtype == np.float32 and scores.shape == (5,) and scores[4] == 0.0
     assert scores[3] == 1.0 and scores[0] > 0.99  # only the thin edge regions stick out of the exact box
     assert scores[1] < 0.1  # half the red region is outside a box of half its size
     assert scores[1] < scores[2] < scores[0]

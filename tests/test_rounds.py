@@ -184,7 +184,9 @@ def test_stage_by_stage_cli_writes_round_one_artifacts(data, tmp_path):
     assert main(["ccgr", "--work", str(work), "--iters", "3", "--gap", "paper", "--device", "cpu"]) == 0
     ccgr = json.loads((work / "ccgr_boxes.json").read_text())
     assert len(ccgr["annotations"]) == len(mil["annotations"]) > 0
-    assert json.loads((work / "config.json").read_text())["overrides"]["ccgr.gap"] == "paper"
+    overrides = json.loads((work / "config.json").read_text())["overrides"]
+    assert overrides["ccgr.gap"] == "paper" and overrides["ccgr.first_round"] == 1  # refined, whatever the profile
+    assert [a["bbox"] for a in ccgr["annotations"]] != [a["bbox"] for a in mil["annotations"]]
     assert COCO(str(work / "pseudo_labels.json")).getImgIds()
     assert main(["ccgr", "--work", str(work), "--no-ccgr", "--device", "cpu"]) == 0
     overrides = json.loads((work / "config.json").read_text())["overrides"]  # flags not given change nothing

@@ -182,7 +182,8 @@ def cmd_ccgr(args: argparse.Namespace) -> None:
     work = Path(args.work)
     config = read_config(work)
     flags = {"ccgr.iters": args.iters, "ccgr.gap": args.gap}  # only the flags given change the stored profile
-    overrides = {**config.overrides, **{name: value for name, value in flags.items() if value is not None}}
+    overrides = {**config.overrides, **{name: value for name, value in flags.items() if value is not None},
+                 "ccgr.first_round": 1}  # the work folder is round 1, and this command is asked to refine it
     config = dataclasses.replace(config, ccgr=not args.no_ccgr, overrides=overrides)
     _run_standalone(work, config, ("ccgr", "pseudo_labels"), args.device)
     print(f"wrote {work / 'ccgr_boxes.json'} and {work / 'pseudo_labels.json'}")

@@ -108,7 +108,8 @@ def straddling_objectness(image: np.ndarray, boxes: np.ndarray, scale: float) ->
 
     over the :func:`superpixels` s of the image. A box that hugs an object leaves the object's regions and the
     background's whole (SS near 1); a box on a part of an object, or spilling into a neighbour, cuts regions
-    in two (lower). ``boxes`` [N, 4] xyxy in pixels (rounded to whole pixels); returns float32 [N] in [0, 1].
+    in two (lower). ``boxes`` [N, 4] xyxy in pixels (rounded to whole pixels; a box left without a whole pixel
+    scores 0); returns float32 [N] in [0, 1].
     Per-region summed-area tables give every box's overlap with every region, ``STRADDLING_CHUNK`` regions at a
     time (memory: chunk x image pixels).
     """
@@ -117,7 +118,7 @@ def straddling_objectness(image: np.ndarray, boxes: np.ndarray, scale: float) ->
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     x1, x2 = (np.clip(np.rint(boxes[:, i]), 0, width).astype(np.int64) for i in (0, 2))
     y1, y2 = (np.clip(np.rint(boxes[:, i]), 0, height).astype(np.int64) for i in (1, 3))
-    area = np.maximum((x2 - x1) * (y2 - y1), 1)
+    area = (x2 - x1) * (y2 - y1)
     sizes = np.bincount(labels.ravel())
     straddled = np.zeros(len(boxes))
     for start in range(0, len(sizes), STRADDLING_CHUNK):
@@ -126,7 +127,7 @@ def straddling_objectness(image: np.ndarray, boxes: np.ndarray, scale: float) ->
         table[:, 1:, 1:] = (labels[None] == ids[:, None, None]).cumsum(1, dtype=np.int32).cumsum(2, dtype=np.int32)
         inside = table[:, y2, x2] - table[:, y1, x2] - table[:, y2, x1] + table[:, y1, x1]  # [regions, N]
         straddled += np.minimum(inside, sizes[ids, None] - inside).sum(0)
-    return (1.0 - straddled / area).astype(np.float32)
+    return np.where(area > 0, 1.0 - straddled / np.maximum(area, 1), 0.0).astype(np.float32)
 
 
 class StraddlingProposals:
