@@ -54,7 +54,7 @@ ADDED = {
     "pseudo.grabcut_min_fill": {"tiny": 0.2, "paper": 0.2},
     "mil.objectness": {"tiny": "straddling", "paper": "source"},
     "mil.superpixel_scale": {"tiny": 100.0, "paper": 100.0},
-    "ccgr.first_round": {"tiny": 2, "paper": 1},
+    "ccgr.first_round": {"tiny": 1, "paper": 1},
     "pseudo.box": {"tiny": "mask", "paper": "refined"},
 }
 CHANGED = {"tiny": {"crop_mode": "grabcut"}, "paper": {}}

@@ -226,9 +226,9 @@ class CcgrConfig(Section):
     moves: MoveMode = _meaning("CCGR box sides: free (paper) or outward (a box only grows from its MIL box)",
                                "outward")
     chunk_images: _count(1, 4096) = _meaning("images whose boxes are refined in one batched CCGR call", 64)
-    # 2: round 1's S (from the CAMs) spreads over same-class neighbours, docs/decisions.md#ccgr-first-round
+    # 1: 2 helped round 1 on parts seed 0 and hurt it on easy, docs/decisions.md#ccgr-first-round
     first_round: _count(1, 1000) = _meaning(
-        "first round whose boxes CCGR refines (earlier rounds crop their MIL boxes; paper: 1)", 2)
+        "first round whose boxes CCGR refines (earlier rounds crop their MIL boxes; paper: 1)", 1)
 
 
 class PseudoConfig(Section):
@@ -416,7 +416,7 @@ PROFILES: dict[str, Profile] = {
         seg=SegmentationConfig(epochs=14, batch_size=1, lr=1e-4, weight_decay=1e-4, image_classes=False),
         # ~55k iterations at one image per step on 5,717 images.
         mil=MilConfig(epochs=10, hidden=1024, nms_iou=1.0, objectness="source"),
-        ccgr=CcgrConfig(moves="free", first_round=1),
+        ccgr=CcgrConfig(moves="free"),
         pseudo=PseudoConfig(crop_mode="argmax", box="refined"),
         instance=InstanceConfig(epochs=12, batch_size=8, lr=0.01, min_size=800, max_size=1333, proposals=2000,
                                 rois=512, mask_channels=256),
