@@ -54,6 +54,7 @@ ADDED = {
     "pseudo.grabcut_min_fill": {"tiny": 0.2, "paper": 0.2},
     "mil.objectness": {"tiny": "straddling", "paper": "source"},
     "mil.superpixel_scale": {"tiny": 100.0, "paper": 100.0},
+    "mil.later_boxes": {"tiny": "bags", "paper": "bags"},
     "ccgr.first_round": {"tiny": 1, "paper": 1},
     "pseudo.box": {"tiny": "mask", "paper": "refined"},
 }

@@ -89,6 +89,22 @@ def test_ccgr_refines_from_its_first_round_on(weak_run, data, tmp_path):
     assert len(ctx.notes) == 1 and "ccgr.first_round" in ctx.notes[0]
 
 
+def test_later_round_boxes_are_the_is_boxes_with_later_boxes_is(weak_run, data, tmp_path):
+    run, _, _ = weak_run
+    second = run / "round_2"
+    cues = json.loads((second / "cue_instances.json").read_text())
+    config = _config(data)
+    config = dataclasses.replace(config, overrides={**config.overrides, "mil.later_boxes": "is"})
+    shutil.copytree(second, tmp_path / "round_2")
+    ctx = RoundContext(run, 2, config, torch.device("cpu"), round_dir=tmp_path / "round_2")
+    stages.stage_mil(ctx, None)
+    boxes = json.loads((tmp_path / "round_2" / "mil_boxes.json").read_text())["annotations"]
+    expected = [(int(i), c["category_id"], c["bbox"], c["score"]) for i, kept in cues.items() for c in kept]
+    assert sorted((a["image_id"], a["category_id"], a["bbox"], a["score"]) for a in boxes) == sorted(expected)
+    assert all(a["peak"] == [a["bbox"][0] + a["bbox"][2] / 2, a["bbox"][1] + a["bbox"][3] / 2] for a in boxes)
+    assert len(ctx.notes) == 1 and "mil.later_boxes" in ctx.notes[0]
+
+
 def test_weak_run_never_opens_training_ground_truth(weak_run, data):
     _, _, opened = weak_run
     train_stems = {info.path.stem for info in open_weak_dataset(data, "train").images}

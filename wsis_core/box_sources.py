@@ -15,7 +15,7 @@ from wsis_core.exports import with_coco_metadata
 from wsis_core.progress import Progress
 from wsis_core.pseudo_labels import make_instance_labels, to_coco_annotations
 from wsis_core.round_context import RoundContext
-from wsis_core.run_layout import PEAKS, SCORE_MAPS, image_stem
+from wsis_core.run_layout import CUE_INSTANCES, PEAKS, SCORE_MAPS, image_stem
 
 
 def coco_file(ctx: RoundContext, annotations: list[dict]) -> dict:
@@ -59,6 +59,19 @@ def segment_boxes(ctx: RoundContext) -> list[dict]:
                     len(annotations) + 1, info.id, category, (xs.start, ys.start, xs.stop, ys.stop),
                     float(scores[category][components == index].mean()), center,
                 ))
+    return annotations
+
+
+def instance_boxes(ctx: RoundContext) -> list[dict]:
+    """The ``mil.later_boxes="is"`` boxes of a later round: the boxes of its cue instances (the previous IS
+    branch's confident train predictions, already class-wise non-maximum suppressed by Mask R-CNN, or the
+    fallback labels of the cues stage), each with its score and its centre as peak."""
+    cues, annotations = ctx.work.read_json(CUE_INSTANCES), []
+    for info in ctx.train_set.images:
+        for cue in cues[str(info.id)]:
+            x1, y1, x2, y2 = xyxy(cue["bbox"])
+            annotations.append(box_annotation(len(annotations) + 1, info.id, cue["category_id"], (x1, y1, x2, y2),
+                                              cue["score"], ((x1 + x2) / 2, (y1 + y2) / 2)))
     return annotations
 
 

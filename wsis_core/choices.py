@@ -26,6 +26,8 @@ CropMode = Literal["argmax", "threshold", "grabcut"]
 PseudoBox = Literal["refined", "mask"]
 # B_S of Eq. 4: the proposals' own score (selective search's rank, MCG's objectness) or superpixel straddling.
 Objectness = Literal["source", "straddling"]
+# Boxes of a later round: MIL's pick from the bag of proposals around each IS box (the paper), or the IS boxes.
+LaterBoxes = Literal["bags", "is"]
 # A run's supervision (image labels, or true masks: the upper bound) and where its boxes come from (MIL, or
 # the SS masks: Table 3's "Seg only").
 Supervision = Literal["weak", "full"]
@@ -39,5 +41,6 @@ GAP_MODES: tuple[str, ...] = get_args(GapMode)
 MOVE_MODES: tuple[str, ...] = get_args(MoveMode)
 CROP_MODES: tuple[str, ...] = get_args(CropMode)
 PSEUDO_BOXES: tuple[str, ...] = get_args(PseudoBox)
+LATER_BOXES: tuple[str, ...] = get_args(LaterBoxes)
 SUPERVISIONS: tuple[str, ...] = get_args(Supervision)
 BOX_SOURCES: tuple[str, ...] = get_args(BoxSource)

@@ -40,6 +40,7 @@ from wsis_core.choices import (
     BackboneName,
     CropMode,
     GapMode,
+    LaterBoxes,
     MoveMode,
     Objectness,
     OutputStride,
@@ -205,6 +206,9 @@ class MilConfig(Section):
         "superpixel straddling of the image (straddling)", "straddling")
     superpixel_scale: _positive(100_000.0) = _meaning(
         "scale k of the graph-based superpixels of mil.objectness straddling (larger: larger regions)", 100.0)
+    later_boxes: LaterBoxes = _meaning(
+        "boxes of rounds after the first: MIL's pick from the top_k proposals overlapping each confident IS box "
+        "(bags; paper) or the IS boxes themselves (is)", "bags")
     epochs: Epochs = _meaning("MIL (WSDDN) training epochs", 3)
     lr: LearningRate = _meaning("MIL learning rate", 1e-4)
     weight_decay: WeightDecay = _meaning("MIL weight decay", 1e-4)

@@ -18,7 +18,15 @@ from wsis_core import masks
 from wsis_core.affinity import make_semantic_labels
 from wsis_core.backbone import to_input
 from wsis_core.bags import build_bags, build_bags_from_boxes
-from wsis_core.box_sources import box_annotation, box_masks_as_labels, coco_file, refine_boxes, segment_boxes, xyxy
+from wsis_core.box_sources import (
+    box_annotation,
+    box_masks_as_labels,
+    coco_file,
+    instance_boxes,
+    refine_boxes,
+    segment_boxes,
+    xyxy,
+)
 from wsis_core.checkpoint import load_checkpoint, save_checkpoint
 from wsis_core.classifier import build_classifier, train_classifier
 from wsis_core.data.convert import ground_truth_to_coco
@@ -250,9 +258,13 @@ def round_bags(ctx: RoundContext, proposals, on_progress: Progress):
 
 def stage_mil(ctx: RoundContext, on_progress: Progress) -> dict[str, Path]:
     """Boxes of the round: WSDDN (Eq. 2) over the bags, or (``box_source="seg"``, Table 3's
-    "Seg only") the boxes around connected components of the SS class masks."""
+    "Seg only") the boxes around connected components of the SS class masks, or (a later round with
+    ``mil.later_boxes="is"``) the previous IS branch's confident boxes."""
     if ctx.config.box_source == "seg":
         annotations = segment_boxes(ctx)
+    elif ctx.number > 1 and ctx.profile.mil.later_boxes == "is":
+        annotations = instance_boxes(ctx)
+        ctx.note(f"{len(annotations)} boxes are the previous IS branch's (mil.later_boxes is): no MIL branch")
     else:
         annotations = _mil_boxes(ctx, on_progress)
     ctx.work.write_json(MIL_BOXES, coco_file(ctx, annotations))
