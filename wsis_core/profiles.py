@@ -206,6 +206,7 @@ class MilConfig(Section):
         "superpixel straddling of the image (straddling)", "straddling")
     superpixel_scale: _positive(100_000.0) = _meaning(
         "scale k of the graph-based superpixels of mil.objectness straddling (larger: larger regions)", 100.0)
+    # bags: the IS boxes label better but their masks do not, docs/decisions.md#later-boxes
     later_boxes: LaterBoxes = _meaning(
         "boxes of rounds after the first: MIL's pick from the top_k proposals overlapping each confident IS box "
         "(bags; paper) or the IS boxes themselves (is)", "bags")
@@ -230,7 +231,7 @@ class CcgrConfig(Section):
     moves: MoveMode = _meaning("CCGR box sides: free (paper) or outward (a box only grows from its MIL box)",
                                "outward")
     chunk_images: _count(1, 4096) = _meaning("images whose boxes are refined in one batched CCGR call", 64)
-    # 1: 2 helped round 1 on parts seed 0 and hurt it on easy, docs/decisions.md#ccgr-first-round
+    # 1: 2 helps round 1 on parts (seeds 0, 1) and hurts it on easy, docs/decisions.md#ccgr-first-round
     first_round: _count(1, 1000) = _meaning(
         "first round whose boxes CCGR refines (earlier rounds crop their MIL boxes; paper: 1)", 1)
 
