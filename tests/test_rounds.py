@@ -73,6 +73,17 @@ def test_every_round_writes_the_contract_artifacts(weak_run, data):
     assert json.loads((run / "summary.json").read_text()) == summary
 
 
+def _rerun_stage(stage, run, number: int, data, tmp_path, overrides: dict) -> RoundContext:
+    """Run ``stage`` again on a copy (in ``tmp_path``) of ``run``'s round ``number`` with profile ``overrides``;
+    returns the stage's round context (its notes)."""
+    config = _config(data)
+    config = dataclasses.replace(config, overrides={**config.overrides, **overrides})
+    shutil.copytree(run / f"round_{number}", tmp_path / f"round_{number}")
+    ctx = RoundContext(run, number, config, torch.device("cpu"), round_dir=tmp_path / f"round_{number}")
+    stage(ctx, None)
+    return ctx
+
+
 def test_ccgr_refines_from_its_first_round_on(weak_run, data, tmp_path):
     run, _, _ = weak_run
     first = run / "round_1"
@@ -80,24 +91,15 @@ def test_ccgr_refines_from_its_first_round_on(weak_run, data, tmp_path):
     refined = json.loads((first / "ccgr_boxes.json").read_text())["annotations"]
     assert [a["id"] for a in refined] == [a["id"] for a in mil] and refined != mil  # tiny: every round
     # with ccgr.first_round 2 the same round-1 stage keeps its MIL boxes and says so
-    config = _config(data)
-    config = dataclasses.replace(config, overrides={**config.overrides, "ccgr.first_round": 2})
-    shutil.copytree(first, tmp_path / "round_1")
-    ctx = RoundContext(run, 1, config, torch.device("cpu"), round_dir=tmp_path / "round_1")
-    stages.stage_ccgr(ctx, None)
+    ctx = _rerun_stage(stages.stage_ccgr, run, 1, data, tmp_path, {"ccgr.first_round": 2})
     assert json.loads((tmp_path / "round_1" / "ccgr_boxes.json").read_text())["annotations"] == mil
     assert len(ctx.notes) == 1 and "ccgr.first_round" in ctx.notes[0]
 
 
 def test_later_round_boxes_are_the_is_boxes_with_later_boxes_is(weak_run, data, tmp_path):
     run, _, _ = weak_run
-    second = run / "round_2"
-    cues = json.loads((second / "cue_instances.json").read_text())
-    config = _config(data)
-    config = dataclasses.replace(config, overrides={**config.overrides, "mil.later_boxes": "is"})
-    shutil.copytree(second, tmp_path / "round_2")
-    ctx = RoundContext(run, 2, config, torch.device("cpu"), round_dir=tmp_path / "round_2")
-    stages.stage_mil(ctx, None)
+    cues = json.loads((run / "round_2" / "cue_instances.json").read_text())
+    ctx = _rerun_stage(stages.stage_mil, run, 2, data, tmp_path, {"mil.later_boxes": "is"})
     boxes = json.loads((tmp_path / "round_2" / "mil_boxes.json").read_text())["annotations"]
     expected = [(int(i), c["category_id"], c["bbox"], c["score"]) for i, kept in cues.items() for c in kept]
     assert sorted((a["image_id"], a["category_id"], a["bbox"], a["score"]) for a in boxes) == sorted(expected)
