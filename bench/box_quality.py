@@ -349,6 +349,32 @@ def ccgr_movement(mil: list[dict], refined: list[dict]) -> dict:
     return {"moved": float(moved), "mean_iou_before_after": float(iou)}
 
 
+def box_fit(truth: dict[tuple[int, int], torch.Tensor], annotations: list[dict]) -> dict:
+    """How boxes sit on their class's instances (``truth``: :func:`gt_boxes`): ``size`` is the median of
+    area(box) / area(instance) over the boxes that match an instance (IoU >= 0.5; above 1: the boxes are looser
+    than the objects), ``merged`` the fraction of boxes holding more than half of two or more instances of
+    their class (boxes grown over touching instances). ``size`` is None where no box matches."""
+    sizes, merged = [], 0
+    for ann in annotations:
+        instances = truth.get((ann["image_id"], ann["category_id"]))
+        if instances is None:
+            continue
+        box = _xyxy([ann["bbox"]])
+        iou = box_iou(box, instances)[0]
+        if float(iou.max()) >= 0.5:
+            best = instances[int(iou.argmax())]
+            sizes.append(float(_area(box[0]) / _area(best)))
+        inside = torch.cat((torch.maximum(box[:, :2], instances[:, :2]), torch.minimum(box[:, 2:], instances[:, 2:])), 1)
+        covered = _area(inside) / _area(instances)
+        merged += int((covered > 0.5).sum() >= 2)
+    return {"size": float(np.median(sizes)) if sizes else None, "merged": merged / max(len(annotations), 1)}
+
+
+def _area(boxes: torch.Tensor) -> torch.Tensor:
+    """Area of xyxy boxes [..., 4] (0 where a side is negative: an empty intersection)."""
+    return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
+
+
 # ------------------------------------------------------------------------------------------ report
 def box_row(name: str, m: dict) -> str:
     return (f"| {name} | {fmt(m['mAP_b@0.5'])} | {fmt(m['coco_bbox_AP'])} | {m['boxes']} ({m['boxes_per_image']:.1f}/img) | "

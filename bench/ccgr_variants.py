@@ -5,7 +5,8 @@ Benchmarks only (the train split's boxes are read here, never by the stages). Ea
 stage's own :func:`wsis_core.box_sources.refine_boxes` on the round's ``mil_boxes.json``, SS score maps and
 peaks, with the run's overrides plus the variant's; nothing in the run folder is written. Rows: the MIL boxes,
 the run's own CCGR boxes, then every variant: precision / recall at box IoU 0.5 (one-to-one VOC matching), mean
-IoU of the matched, mAP^b_0.5, and how far CCGR moved the boxes.
+IoU of the matched, mAP^b_0.5, how far CCGR moved the boxes, and how the boxes fit their instances
+(:func:`box_quality.box_fit`: median area over the matched instance's, boxes over 2+ instances of their class).
 
     python bench/ccgr_variants.py --run RUN/weak --data DATA --rounds 1 \
         --variant ccgr.gap=paper --variant ccgr.moves=free --variant ccgr.gap=paper,ccgr.moves=free
@@ -17,8 +18,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from box_quality import ccgr_movement
-from reporting import report_header, write_report
+from box_quality import box_fit, ccgr_movement
+from reporting import fmt, report_header, write_report
 from stage_report import TrainTruth, label_set_rows, round_annotations
 from wsis_core import run_layout
 from wsis_core.box_sources import refine_boxes
@@ -39,16 +40,17 @@ def parse_variant(text: str) -> dict[str, str]:
 def box_row(name: str, truth: TrainTruth, boxes: list[dict], mil: list[dict]) -> str:
     """One table row: the microscope's label-set values of ``boxes`` (stage_report.label_set_rows) and movement."""
     _, precision_recall, matched, average_precision = (value for _, _, value in label_set_rows(name, truth, boxes, "bbox"))
-    moved = ccgr_movement(mil, boxes)
+    moved, fit = ccgr_movement(mil, boxes), box_fit(truth.boxes, boxes)
     return (f"| {name} | {precision_recall} | {matched} | {average_precision} "
-            f"| {moved['moved']:.3f}; {moved['mean_iou_before_after']:.3f} |")
+            f"| {moved['moved']:.3f}; {moved['mean_iou_before_after']:.3f} | {fmt(fit['size'], 2)} | {fit['merged']:.3f} |")
 
 
 def round_table(ctx: RoundContext, truth: TrainTruth, variants: list[dict[str, str]]) -> str:
     mil = round_annotations(ctx, run_layout.MIL_BOXES)
     lines = [f"## Round {ctx.number}", "",
              "| boxes | precision / recall at box IoU 0.5 | mean IoU of matched | mAP_b@0.5 (train) "
-             "| moved > 0.5 px; mean IoU(MIL, boxes) |", "|---|---|---|---|---|",
+             "| moved > 0.5 px; mean IoU(MIL, boxes) | area / matched instance (median) "
+             "| over 2+ instances of the class |", "|---|---|---|---|---|---|---|",
              box_row("MIL boxes", truth, mil, mil)]
     own = round_annotations(ctx, run_layout.CCGR_BOXES)
     if own is not None:

@@ -11,7 +11,8 @@ in eval mode on the train split). Rows:
 * semantic maps, mIoU (background + classes, VOID ignored; ``cues_quality.Confusion``) against
   SegmentationClass of the train split: CAM (argmax of [(1 - max CAM)^rw_bg_power, CAMs]) and PSA (argmax of
   the random-walk map O), round 1 only; the SS branch's training labels (PSA's confident labels in round 1,
-  the union of confident IS masks later; accuracy / coverage of the labelled pixels too) and argmax S;
+  the union of confident IS masks later; accuracy / coverage of the labelled pixels too) and argmax S, and how
+  far S spreads past an object (``lone_instance_extents``);
 * proposals: recall@0.5 (instances with a proposal of IoU >= 0.5, ``box_quality.peak_and_bag_diagnostics``);
   bags (``stages.round_bags``): bag recall = bags holding a proposal of IoU >= 0.5 with their source's
   instance (round 1: the instance of the bag's class under the peak; later: the instance of the bag's class
@@ -19,7 +20,8 @@ in eval mode on the train split). Rows:
 * MIL boxes, CCGR boxes, pseudo masks and their boxes (what the IS branch learns, ``pseudo.box``) as label
   sets (``wsis_core.evaluation.label_set_quality``: one-to-one VOC matching at IoU 0.5; precision, recall, mean
   IoU of the matched) and their mAP^b_0.5 / mAP^r_0.5
-  (``wsis_core.evaluation.evaluate``); images left without a pseudo label;
+  (``wsis_core.evaluation.evaluate``); images left without a pseudo label; the MIL and CCGR boxes' size
+  against their matched instances and the boxes over 2+ instances of their class (``box_quality.box_fit``);
 * later rounds: the previous IS model's train-split predictions kept as this round's cues (``cue_instances.json``,
   with the fallback labels of images that had none) as a mask label set;
 * IS branch: the round's val metrics (``metrics.json``) and the stage wall times.
@@ -36,9 +38,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torchvision.ops import box_iou
 
-from box_quality import as_results, ccgr_movement, gt_boxes, peak_and_bag_diagnostics
+from box_quality import as_results, box_fit, ccgr_movement, gt_boxes, peak_and_bag_diagnostics
 from cues_quality import (
     Confusion,
     Timer,
@@ -179,11 +182,34 @@ def cue_rows(ctx: RoundContext, truth: TrainTruth, device, val_map: float) -> li
         rows.append(("semantic", "SS training labels: mIoU; accuracy / coverage of labelled pixels",
                      f"{miou(labels, truth.semantic, n):.3f}; {accuracy:.3f} / {cover:.3f}"))
     if stage_done(ctx.work, "ss"):
-        confusion = Confusion(n)
-        for stem, semantic in zip(stems, truth.semantic):
-            confusion.add(ctx.work.read_scores(run_layout.SCORE_MAPS, stem).argmax(axis=0), semantic)
-        rows.append(("semantic", "SS mIoU (argmax S, train)", f"{confusion.miou():.3f}"))
+        confusion, extents = Confusion(n), []
+        for stem, semantic, instances in zip(stems, truth.semantic, truth.instances):
+            argmax = ctx.work.read_scores(run_layout.SCORE_MAPS, stem).argmax(axis=0)
+            confusion.add(argmax, semantic)
+            extents += lone_instance_extents(argmax, instances)
+        rows += [("semantic", "SS mIoU (argmax S, train)", f"{confusion.miou():.3f}"),
+                 ("semantic", "SS extent: box of the argmax-S region at a lone instance / the instance's box "
+                  "(median; instances)", f"{np.median(extents):.2f} ({len(extents)})" if extents else NOT_RUN)]
     return rows
+
+
+def lone_instance_extents(argmax: np.ndarray, instances: list[tuple[int, np.ndarray]]) -> list[float]:
+    """For each instance alone of its class in the image: area of the box around the connected region of its class
+    in ``argmax`` (argmax of S) that holds the centre of the instance's box, over the area of that box (above 1: S
+    spreads past the object); instances whose box centre S gives another label are left out."""
+    classes = [c for c, _ in instances]
+    ratios = []
+    for category, mask in instances:
+        if classes.count(category) > 1:
+            continue
+        ys, xs = np.nonzero(mask)
+        regions, _ = ndimage.label(argmax == category)
+        region = regions[(ys.min() + ys.max()) // 2, (xs.min() + xs.max()) // 2]
+        if region:
+            ry, rx = np.nonzero(regions == region)
+            box_area = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+            ratios.append((ry.max() - ry.min() + 1) * (rx.max() - rx.min() + 1) / box_area)
+    return ratios
 
 
 def box_rows(ctx: RoundContext, truth: TrainTruth) -> list[tuple]:
@@ -206,6 +232,11 @@ def box_rows(ctx: RoundContext, truth: TrainTruth) -> list[tuple]:
         moved = ccgr_movement(mil, ccgr)
         rows.append(("CCGR boxes", "moved > 0.5 px; mean IoU(MIL, CCGR)",
                      f"{moved['moved']:.3f}; {moved['mean_iou_before_after']:.3f}"))
+    for name, boxes in (("MIL boxes", mil), ("CCGR boxes", ccgr)):
+        if boxes:
+            fit = box_fit(truth.boxes, boxes)
+            rows.append((name, "area / matched instance's (median); over 2+ instances of the class",
+                         f"{_f(fit['size'], 2)}; {fit['merged']:.3f}"))
     pseudo = round_annotations(ctx, run_layout.PSEUDO_LABELS)
     rows += label_set_rows("pseudo masks", truth, pseudo, "segm")
     rows += label_set_rows("pseudo boxes", truth, pseudo, "bbox")  # the boxes the IS branch learns (pseudo.box)

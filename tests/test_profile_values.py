@@ -52,6 +52,7 @@ ADDED = {
     "cls.peak_min_ratio": {"tiny": 0.5, "paper": 0.0},
     "pseudo.grabcut_iters": {"tiny": 5, "paper": 5},
     "pseudo.grabcut_min_fill": {"tiny": 0.2, "paper": 0.2},
+    "pseudo.workers": {"tiny": 2, "paper": 2},
     "mil.objectness": {"tiny": "straddling", "paper": "source"},
     "mil.superpixel_scale": {"tiny": 100.0, "paper": 100.0},
     "mil.later_boxes": {"tiny": "bags", "paper": "bags"},

@@ -257,3 +257,12 @@ def test_an_empty_first_round_label_set_takes_the_whole_boxes(weak_run, data, tm
     assert labels and len(labels) <= len(boxes)
     notes = json.loads((target / "round_1" / "stages" / "pseudo_labels.json").read_text())["notes"]
     assert len(notes) == 1 and "whole boxes" in notes[0]
+
+
+def test_pseudo_labels_do_not_depend_on_the_number_of_cutting_threads(weak_run, data, tmp_path):
+    run, _, _ = weak_run
+    label_sets = []
+    for workers in (1, 3):
+        _rerun_stage(stages.stage_pseudo_labels, run, 1, data, tmp_path / str(workers), {"pseudo.workers": workers})
+        label_sets.append(json.loads((tmp_path / str(workers) / "round_1" / "pseudo_labels.json").read_text()))
+    assert label_sets[0]["annotations"] and label_sets[0] == label_sets[1]

@@ -246,6 +246,7 @@ class PseudoConfig(Section):
     grabcut_iters: _count(1, 100) = _meaning("GrabCut iterations per box (crop_mode grabcut)", 5)
     grabcut_min_fill: Fraction = _meaning(
         "a cut keeping less of its box falls back to the argmax crop of S (crop_mode grabcut)", 0.2)
+    workers: _count(1, 64) = _meaning("threads cropping or cutting the images' pseudo masks", 2)
     min_instance_pixels: _count(0, 10**8) = _meaning("smallest pseudo mask kept, in pixels", 10)
     # mask: a grown box around a tight GrabCut mask taught the IS branch loose boxes, docs/decisions.md#pseudo-box
     box: PseudoBox = _meaning("a pseudo instance's box: the refined box it was cut from (refined; paper) or its "

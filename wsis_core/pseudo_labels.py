@@ -29,6 +29,8 @@ import torch
 from wsis_core import masks
 from wsis_core.choices import CROP_MODES, PSEUDO_BOXES
 
+GRABCUT_SEED = 0  # OpenCV's generator (GrabCut's k-means start) is reseeded before every cut
+
 
 @dataclass(frozen=True)
 class InstanceLabel:
@@ -57,6 +59,7 @@ def grabcut_mask(image: np.ndarray, box_mask: np.ndarray, iters: int) -> np.ndar
         return None
     labels = np.where(box_mask, cv2.GC_PR_FGD, cv2.GC_BGD).astype(np.uint8)
     background, foreground = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(GRABCUT_SEED)  # this thread's generator: a cut does not depend on the cuts before it
     try:
         cv2.grabCut(np.ascontiguousarray(image), labels, None, background, foreground, iters,
                     cv2.GC_INIT_WITH_MASK)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -322,10 +323,14 @@ def stage_pseudo_labels(ctx: RoundContext, on_progress: Progress) -> dict[str, P
     for ann in ctx.work.read_json(CCGR_BOXES)["annotations"]:
         by_image[ann["image_id"]].append(ann)
     cfg, labels = ctx.profile.pseudo, {}
-    for done, info in enumerate(ctx.train_set.images, start=1):
-        labels[info.id] = box_masks_as_labels(ctx, done - 1, by_image[info.id], cfg.crop_mode, cfg.crop_threshold)
-        if on_progress:
-            on_progress(done, len(ctx.train_set))
+    with ThreadPoolExecutor(cfg.workers) as pool:  # OpenCV and torch release the GIL while they cut and crop
+        images = ctx.train_set.images
+        cut = pool.map(lambda position: box_masks_as_labels(ctx, position, by_image.get(images[position].id, []),
+                                                            cfg.crop_mode, cfg.crop_threshold), range(len(images)))
+        for done, (info, instances) in enumerate(zip(images, cut), start=1):
+            labels[info.id] = instances
+            if on_progress:
+                on_progress(done, len(images))
     if ctx.number > 1:
         labels = _with_previous_labels(ctx, labels, "got no pseudo label from their boxes")
     elif not any(labels.values()) and by_image:
