@@ -226,17 +226,16 @@ def box_rows(ctx: RoundContext, truth: TrainTruth) -> list[tuple]:
         kept = ctx.work.read_json(run_layout.CUE_INSTANCES)
         rows += label_set_rows("IS cues", truth, [p for image in kept.values() for p in image], "segm")
     mil, ccgr = round_annotations(ctx, run_layout.MIL_BOXES), round_annotations(ctx, run_layout.CCGR_BOXES)
-    rows += label_set_rows("MIL boxes", truth, mil, "bbox")
-    rows += label_set_rows("CCGR boxes", truth, ccgr, "bbox")
-    if mil and ccgr:
-        moved = ccgr_movement(mil, ccgr)
-        rows.append(("CCGR boxes", "moved > 0.5 px; mean IoU(MIL, CCGR)",
-                     f"{moved['moved']:.3f}; {moved['mean_iou_before_after']:.3f}"))
     for name, boxes in (("MIL boxes", mil), ("CCGR boxes", ccgr)):
+        rows += label_set_rows(name, truth, boxes, "bbox")
         if boxes:
             fit = box_fit(truth.boxes, boxes)
             rows.append((name, "area / matched instance's (median); over 2+ instances of the class",
                          f"{_f(fit['size'], 2)}; {fit['merged']:.3f}"))
+    if mil and ccgr:
+        moved = ccgr_movement(mil, ccgr)
+        rows.append(("CCGR boxes", "moved > 0.5 px; mean IoU(MIL, CCGR)",
+                     f"{moved['moved']:.3f}; {moved['mean_iou_before_after']:.3f}"))
     pseudo = round_annotations(ctx, run_layout.PSEUDO_LABELS)
     rows += label_set_rows("pseudo masks", truth, pseudo, "segm")
     rows += label_set_rows("pseudo boxes", truth, pseudo, "bbox")  # the boxes the IS branch learns (pseudo.box)
