@@ -349,12 +349,49 @@ def ccgr_movement(mil: list[dict], refined: list[dict]) -> dict:
     return {"moved": float(moved), "mean_iou_before_after": float(iou)}
 
 
-def box_fit(truth: dict[tuple[int, int], torch.Tensor], annotations: list[dict]) -> dict:
-    """How boxes sit on their class's instances (``truth``: :func:`gt_boxes`): ``size`` is the median of
-    area(box) / area(instance) over the boxes that match an instance (IoU >= 0.5; above 1: the boxes are looser
-    than the objects), ``merged`` the fraction of boxes holding more than half of two or more instances of
-    their class (boxes grown over touching instances). ``size`` is None where no box matches."""
-    sizes, merged = [], 0
+BOX_KINDS = ("matched", "part", "merged", "loose", "off")
+
+
+def box_kind(box: torch.Tensor, instances: torch.Tensor | None) -> str:
+    """Where one xyxy ``box`` [1, 4] sits on the boxes [n, 4] of its class's ``instances`` (None: the image has
+    none), first rule that holds: ``merged`` it holds more than half of two or more instances (a box grown over
+    touching instances); ``matched`` IoU >= 0.5 with one; ``part`` at least 0.8 of it lies inside one instance (the
+    paper's Fig. 1 box on a discriminative part, what CCGR is to grow); ``loose`` it holds more than half of one
+    instance (a box grown past its object); ``off`` none of these (background, clutter, another class's object)."""
+    if instances is None:
+        return "off"
+    inside = _area(torch.cat((torch.maximum(box[:, :2], instances[:, :2]), torch.minimum(box[:, 2:], instances[:, 2:])), 1))
+    covered = inside / _area(instances)
+    if int((covered > 0.5).sum()) >= 2:
+        return "merged"
+    if float(box_iou(box, instances).max()) >= 0.5:
+        return "matched"
+    if float((inside / _area(box[0])).max()) >= 0.8:
+        return "part"
+    return "loose" if float(covered.max()) > 0.5 else "off"
+
+
+def box_kinds(truth: dict[tuple[int, int], torch.Tensor], annotations: list[dict]) -> list[str]:
+    """:func:`box_kind` of every annotation (``truth``: :func:`gt_boxes`), in order."""
+    return [box_kind(_xyxy([ann["bbox"]]), truth.get((ann["image_id"], ann["category_id"]))) for ann in annotations]
+
+
+def kind_fractions(kinds: list[str]) -> str:
+    """``matched / part / merged / loose / off`` fractions of ``kinds`` as one table cell."""
+    return " / ".join(f"{kinds.count(kind) / max(len(kinds), 1):.3f}" for kind in BOX_KINDS)
+
+
+def kinds_after(before: list[str], after: list[str], kind: str) -> str:
+    """Where the boxes of ``kind`` in ``before`` went (:func:`kind_fractions` of their kinds in ``after``, same
+    order of boxes), with their count."""
+    moved = [new for old, new in zip(before, after, strict=True) if old == kind]
+    return f"{kind_fractions(moved)} ({len(moved)})"
+
+
+def matched_size(truth: dict[tuple[int, int], torch.Tensor], annotations: list[dict]) -> float | None:
+    """Median of area(box) / area(instance) over the boxes that match an instance of their class (IoU >= 0.5;
+    ``truth``: :func:`gt_boxes`). Above 1: the boxes are looser than the objects. None where no box matches."""
+    sizes = []
     for ann in annotations:
         instances = truth.get((ann["image_id"], ann["category_id"]))
         if instances is None:
@@ -362,12 +399,8 @@ def box_fit(truth: dict[tuple[int, int], torch.Tensor], annotations: list[dict])
         box = _xyxy([ann["bbox"]])
         iou = box_iou(box, instances)[0]
         if float(iou.max()) >= 0.5:
-            best = instances[int(iou.argmax())]
-            sizes.append(float(_area(box[0]) / _area(best)))
-        inside = torch.cat((torch.maximum(box[:, :2], instances[:, :2]), torch.minimum(box[:, 2:], instances[:, 2:])), 1)
-        covered = _area(inside) / _area(instances)
-        merged += int((covered > 0.5).sum() >= 2)
-    return {"size": float(np.median(sizes)) if sizes else None, "merged": merged / max(len(annotations), 1)}
+            sizes.append(float(_area(box[0]) / _area(instances[int(iou.argmax())])))
+    return float(np.median(sizes)) if sizes else None
 
 
 def _area(boxes: torch.Tensor) -> torch.Tensor:

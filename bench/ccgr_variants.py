@@ -6,7 +6,8 @@ stage's own :func:`wsis_core.box_sources.refine_boxes` on the round's ``mil_boxe
 peaks, with the run's overrides plus the variant's; nothing in the run folder is written. Rows: the MIL boxes,
 the run's own CCGR boxes, then every variant: precision / recall at box IoU 0.5 (one-to-one VOC matching), mean
 IoU of the matched, mAP^b_0.5, how far CCGR moved the boxes, and how the boxes fit their instances
-(:func:`box_quality.box_fit`: median area over the matched instance's, boxes over 2+ instances of their class).
+(median area over the matched instance's, :func:`box_quality.matched_size`; the fractions of each
+:func:`box_quality.box_kind`; and where the variant took MIL's part boxes).
 
     python bench/ccgr_variants.py --run RUN/weak --data DATA --rounds 1 \
         --variant ccgr.gap=paper --variant ccgr.moves=free --variant ccgr.gap=paper,ccgr.moves=free
@@ -18,9 +19,9 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from box_quality import box_fit, ccgr_movement
+from box_quality import box_kinds, ccgr_movement, kind_fractions, kinds_after, matched_size
 from reporting import fmt, report_header, write_report
-from stage_report import TrainTruth, label_set_rows, round_annotations
+from stage_report import KINDS, TrainTruth, label_set_rows, round_annotations
 from wsis_core import run_layout
 from wsis_core.box_sources import refine_boxes
 from wsis_core.device import resolve_device
@@ -38,11 +39,13 @@ def parse_variant(text: str) -> dict[str, str]:
 
 
 def box_row(name: str, truth: TrainTruth, boxes: list[dict], mil: list[dict]) -> str:
-    """One table row: the microscope's label-set values of ``boxes`` (stage_report.label_set_rows) and movement."""
+    """One table row: the microscope's label-set values of ``boxes`` (stage_report.label_set_rows), movement, size
+    and kinds."""
     _, precision_recall, matched, average_precision = (value for _, _, value in label_set_rows(name, truth, boxes, "bbox"))
-    moved, fit = ccgr_movement(mil, boxes), box_fit(truth.boxes, boxes)
+    moved, kinds = ccgr_movement(mil, boxes), box_kinds(truth.boxes, boxes)
     return (f"| {name} | {precision_recall} | {matched} | {average_precision} "
-            f"| {moved['moved']:.3f}; {moved['mean_iou_before_after']:.3f} | {fmt(fit['size'], 2)} | {fit['merged']:.3f} |")
+            f"| {moved['moved']:.3f}; {moved['mean_iou_before_after']:.3f} | {fmt(matched_size(truth.boxes, boxes), 2)} "
+            f"| {kind_fractions(kinds)} | {kinds_after(box_kinds(truth.boxes, mil), kinds, 'part')} |")
 
 
 def round_table(ctx: RoundContext, truth: TrainTruth, variants: list[dict[str, str]]) -> str:
@@ -50,7 +53,7 @@ def round_table(ctx: RoundContext, truth: TrainTruth, variants: list[dict[str, s
     lines = [f"## Round {ctx.number}", "",
              "| boxes | precision / recall at box IoU 0.5 | mean IoU of matched | mAP_b@0.5 (train) "
              "| moved > 0.5 px; mean IoU(MIL, boxes) | area / matched instance (median) "
-             "| over 2+ instances of the class |", "|---|---|---|---|---|---|---|",
+             f"| kinds: {KINDS} | MIL's part boxes: {KINDS} (boxes) |", "|---|---|---|---|---|---|---|---|",
              box_row("MIL boxes", truth, mil, mil)]
     own = round_annotations(ctx, run_layout.CCGR_BOXES)
     if own is not None:

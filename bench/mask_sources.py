@@ -28,7 +28,7 @@ import torch
 from box_quality import as_results
 from reporting import report_header, write_report
 from stage_report import TrainTruth
-from wsis_core.box_sources import box_masks_as_labels
+from wsis_core.box_sources import masks_by_image
 from wsis_core.evaluation import evaluate, label_set_quality
 from wsis_core.round_context import RoundContext, read_config
 from wsis_core.run_layout import CCGR_BOXES
@@ -44,12 +44,8 @@ def true_boxes(truth: TrainTruth) -> list[dict]:
 def masks_of(ctx: RoundContext, boxes: list[dict], mode: str) -> list[dict]:
     """COCO annotations with masks of ``boxes`` cut as the pseudo_labels stage cuts them with ``mode`` (or the
     whole boxes: :data:`BOX`, a threshold below any score)."""
-    by_image: dict[int, list[dict]] = {}
-    for ann in boxes:
-        by_image.setdefault(ann["image_id"], []).append(ann)
     crop_mode, threshold = ("threshold", -1.0) if mode == BOX else (mode, ctx.profile.pseudo.crop_threshold)
-    return [ann for position, info in enumerate(ctx.train_set.images)
-            for ann in box_masks_as_labels(ctx, position, by_image.get(info.id, []), crop_mode, threshold)]
+    return [ann for image in masks_by_image(ctx, boxes, crop_mode, threshold).values() for ann in image]
 
 
 def row(truth: TrainTruth, boxes_name: str, mode: str, annotations: list[dict]) -> str:

@@ -12,7 +12,8 @@ in eval mode on the train split). Rows:
   SegmentationClass of the train split: CAM (argmax of [(1 - max CAM)^rw_bg_power, CAMs]) and PSA (argmax of
   the random-walk map O), round 1 only; the SS branch's training labels (PSA's confident labels in round 1,
   the union of confident IS masks later; accuracy / coverage of the labelled pixels too) and argmax S, and how
-  far S spreads past an object (``lone_instance_extents``);
+  far S spreads past an object (``lone_instance_extents``); how much of each instance S covers and how much of S
+  lies on its class;
 * proposals: recall@0.5 (instances with a proposal of IoU >= 0.5, ``box_quality.peak_and_bag_diagnostics``);
   bags (``stages.round_bags``): bag recall = bags holding a proposal of IoU >= 0.5 with their source's
   instance (round 1: the instance of the bag's class under the peak; later: the instance of the bag's class
@@ -21,7 +22,9 @@ in eval mode on the train split). Rows:
   sets (``wsis_core.evaluation.label_set_quality``: one-to-one VOC matching at IoU 0.5; precision, recall, mean
   IoU of the matched) and their mAP^b_0.5 / mAP^r_0.5
   (``wsis_core.evaluation.evaluate``); images left without a pseudo label; the MIL and CCGR boxes' size
-  against their matched instances and the boxes over 2+ instances of their class (``box_quality.box_fit``);
+  against their matched instances (``box_quality.matched_size``) and their kinds (``box_quality.box_kind``:
+  matched, on a part of an instance, merged over 2+ instances, loose past one, off every instance), and where
+  CCGR took MIL's part boxes and MIL's matched boxes;
 * later rounds: the previous IS model's train-split predictions kept as this round's cues (``cue_instances.json``,
   with the fallback labels of images that had none) as a mask label set;
 * IS branch: the round's val metrics (``metrics.json``) and the stage wall times.
@@ -41,7 +44,17 @@ import torch
 from scipy import ndimage
 from torchvision.ops import box_iou
 
-from box_quality import as_results, box_fit, ccgr_movement, gt_boxes, peak_and_bag_diagnostics
+from box_quality import (
+    BOX_KINDS,
+    as_results,
+    box_kinds,
+    ccgr_movement,
+    gt_boxes,
+    kind_fractions,
+    kinds_after,
+    matched_size,
+    peak_and_bag_diagnostics,
+)
 from cues_quality import (
     Confusion,
     Timer,
@@ -65,6 +78,7 @@ from wsis_core.round_context import RoundContext, read_config
 from wsis_core.rounds import stage_done, stage_seconds, stages_of
 
 NOT_RUN = "n/a"
+KINDS = " / ".join(BOX_KINDS)
 
 
 class TrainTruth:
@@ -182,14 +196,20 @@ def cue_rows(ctx: RoundContext, truth: TrainTruth, device, val_map: float) -> li
         rows.append(("semantic", "SS training labels: mIoU; accuracy / coverage of labelled pixels",
                      f"{miou(labels, truth.semantic, n):.3f}; {accuracy:.3f} / {cover:.3f}"))
     if stage_done(ctx.work, "ss"):
-        confusion, extents = Confusion(n), []
+        confusion, extents, covered, placed = Confusion(n), [], [], []
         for stem, semantic, instances in zip(stems, truth.semantic, truth.instances):
             argmax = ctx.work.read_scores(run_layout.SCORE_MAPS, stem).argmax(axis=0)
             confusion.add(argmax, semantic)
             extents += lone_instance_extents(argmax, instances)
+            covered += [float((argmax[mask] == category).mean()) for category, mask in instances]
+            placed += [float((semantic[argmax == category] == category).mean())
+                       for category in {category for category, _ in instances} if (argmax == category).any()]
         rows += [("semantic", "SS mIoU (argmax S, train)", f"{confusion.miou():.3f}"),
                  ("semantic", "SS extent: box of the argmax-S region at a lone instance / the instance's box "
-                  "(median; instances)", f"{np.median(extents):.2f} ({len(extents)})" if extents else NOT_RUN)]
+                  "(median; instances)", f"{np.median(extents):.2f} ({len(extents)})" if extents else NOT_RUN),
+                 ("semantic", "SS cover: an instance's pixels that S gives its class; S's pixels of a class on that "
+                  "class (medians over instances; over images and classes)",
+                  f"{np.median(covered):.3f}; {np.median(placed):.3f}" if covered and placed else NOT_RUN)]
     return rows
 
 
@@ -226,16 +246,19 @@ def box_rows(ctx: RoundContext, truth: TrainTruth) -> list[tuple]:
         kept = ctx.work.read_json(run_layout.CUE_INSTANCES)
         rows += label_set_rows("IS cues", truth, [p for image in kept.values() for p in image], "segm")
     mil, ccgr = round_annotations(ctx, run_layout.MIL_BOXES), round_annotations(ctx, run_layout.CCGR_BOXES)
+    kinds = {}
     for name, boxes in (("MIL boxes", mil), ("CCGR boxes", ccgr)):
         rows += label_set_rows(name, truth, boxes, "bbox")
         if boxes:
-            fit = box_fit(truth.boxes, boxes)
-            rows.append((name, "area / matched instance's (median); over 2+ instances of the class",
-                         f"{_f(fit['size'], 2)}; {fit['merged']:.3f}"))
+            kinds[name] = box_kinds(truth.boxes, boxes)
+            rows += [(name, "area / matched instance's (median)", _f(matched_size(truth.boxes, boxes), 2)),
+                     (name, f"kinds: {KINDS}", kind_fractions(kinds[name]))]
     if mil and ccgr:
         moved = ccgr_movement(mil, ccgr)
         rows.append(("CCGR boxes", "moved > 0.5 px; mean IoU(MIL, CCGR)",
                      f"{moved['moved']:.3f}; {moved['mean_iou_before_after']:.3f}"))
+        rows += [("CCGR boxes", f"MIL's {kind} boxes after CCGR: {KINDS} (boxes)",
+                  kinds_after(kinds["MIL boxes"], kinds["CCGR boxes"], kind)) for kind in ("part", "matched")]
     pseudo = round_annotations(ctx, run_layout.PSEUDO_LABELS)
     rows += label_set_rows("pseudo masks", truth, pseudo, "segm")
     rows += label_set_rows("pseudo boxes", truth, pseudo, "bbox")  # the boxes the IS branch learns (pseudo.box)

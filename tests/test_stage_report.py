@@ -105,17 +105,24 @@ def test_bag_recall_finds_the_instance_under_the_peak():
     assert stage_report._source_instance(Bag(1, (11.0, 11.0, 19.0, 19.0)), instances) == 2  # best overlapping box
 
 
-def test_box_fit_measures_loose_boxes_and_boxes_over_two_instances():
+def test_box_kinds_size_and_where_ccgr_took_the_boxes():
     truth = box_quality.gt_boxes({"annotations": [
         {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10]},
         {"image_id": 1, "category_id": 1, "bbox": [10, 0, 10, 10]},
-        {"image_id": 1, "category_id": 2, "bbox": [40, 40, 10, 10]}]})
-    boxes = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 12, 10]},  # matches the first instance, 1.2x its area
-             {"image_id": 1, "category_id": 1, "bbox": [0, 0, 20, 11]},  # over both class-1 instances
-             {"image_id": 1, "category_id": 2, "bbox": [40, 40, 10, 10]},  # exact
-             {"image_id": 2, "category_id": 1, "bbox": [0, 0, 5, 5]}]  # no instance of its class there
-    fit = box_quality.box_fit(truth, boxes)
-    assert fit["size"] == pytest.approx(1.1) and fit["merged"] == pytest.approx(0.25)  # median of 1.2 and 1.0
+        {"image_id": 1, "category_id": 2, "bbox": [40, 40, 20, 20]}]})
+    mil = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 12, 10]},  # matches the first instance, 1.2x its area
+           {"image_id": 1, "category_id": 1, "bbox": [0, 0, 20, 11]},  # over both class-1 instances
+           {"image_id": 1, "category_id": 2, "bbox": [42, 42, 6, 6]},  # on a part of the class-2 instance
+           {"image_id": 1, "category_id": 2, "bbox": [36, 36, 30, 30]},  # past the class-2 instance: IoU 0.44
+           {"image_id": 2, "category_id": 1, "bbox": [0, 0, 5, 5]}]  # no instance of its class there
+    kinds = box_quality.box_kinds(truth, mil)
+    assert kinds == ["matched", "merged", "part", "loose", "off"]
+    assert box_quality.kind_fractions(kinds) == "0.200 / 0.200 / 0.200 / 0.200 / 0.200"
+    assert box_quality.matched_size(truth, mil) == pytest.approx(1.2)
+    assert box_quality.matched_size(truth, mil[2:]) is None
+    grown = [*mil[:2], {"image_id": 1, "category_id": 2, "bbox": [40, 40, 20, 20]}, *mil[3:]]  # the part box grew
+    assert box_quality.kinds_after(kinds, box_quality.box_kinds(truth, grown), "part") == \
+        "1.000 / 0.000 / 0.000 / 0.000 / 0.000 (1)"
 
 
 def test_lone_instance_extent_is_the_argmax_region_around_the_instance():
@@ -156,9 +163,11 @@ def test_ccgr_variants_reproduce_the_run_and_compare_settings(report, tmp_path):
         # the run's own setting (the tiny default gap) refines exactly as the ccgr stage did; 0 steps leave MIL boxes
         assert rows["CCGR ccgr.gap=ring"] == rows["the run's CCGR boxes (ccgr on)"]
         assert rows["CCGR ccgr.iters=0"] == rows["MIL boxes"]
-        assert rows["MIL boxes"][3] == "0.000; 1.000" and len(rows["MIL boxes"]) == 6
+        assert rows["MIL boxes"][3] == "0.000; 1.000" and len(rows["MIL boxes"]) == 7
         assert rows["MIL boxes"][4] == "n/a" or float(rows["MIL boxes"][4]) > 0  # n/a: no box matches
-        assert 0 <= float(rows["MIL boxes"][5]) <= 1
+        assert sum(float(f) for f in rows["MIL boxes"][5].split(" / ")) == pytest.approx(1, abs=0.01)  # the kinds
+        part = rows["MIL boxes"][6]  # MIL's part boxes stay part boxes when nothing moves them
+        assert part.endswith(" (0)") or part.startswith("0.000 / 1.000 / 0.000 / 0.000 / 0.000")
 
 
 def test_ccgr_variants_refuse_a_bad_variant_in_one_line(report, capsys):

@@ -6,6 +6,7 @@ round's boxes, the pseudo masks cut from a round's boxes, and the COCO file over
 from __future__ import annotations
 
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import scipy.ndimage
 import torch
@@ -140,3 +141,22 @@ def box_masks_as_labels(ctx: RoundContext, position: int, anns: list[dict], mode
         grabcut_iters=cfg.grabcut_iters, grabcut_min_fill=cfg.grabcut_min_fill,
     )
     return to_coco_annotations(info.id, instances, box=cfg.box)
+
+
+def masks_by_image(ctx: RoundContext, annotations: list[dict], mode: str, threshold: float,
+                   on_progress: Progress = None) -> dict[int, list[dict]]:
+    """Image id -> the pseudo instances :func:`box_masks_as_labels` cuts from that train image's box
+    ``annotations``, for every train image (in the split's order), cut in ``pseudo.workers`` threads (OpenCV
+    and torch release the GIL while they cut and crop)."""
+    by_image = defaultdict(list)
+    for ann in annotations:
+        by_image[ann["image_id"]].append(ann)
+    images, labels = ctx.train_set.images, {}
+    with ThreadPoolExecutor(ctx.profile.pseudo.workers) as pool:
+        cut = pool.map(lambda position: box_masks_as_labels(ctx, position, by_image.get(images[position].id, []),
+                                                            mode, threshold), range(len(images)))
+        for done, (info, instances) in enumerate(zip(images, cut), start=1):
+            labels[info.id] = instances
+            if on_progress:
+                on_progress(done, len(images))
+    return labels

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -21,9 +20,9 @@ from wsis_core.backbone import to_input
 from wsis_core.bags import build_bags, build_bags_from_boxes
 from wsis_core.box_sources import (
     box_annotation,
-    box_masks_as_labels,
     coco_file,
     instance_boxes,
+    masks_by_image,
     refine_boxes,
     segment_boxes,
     xyxy,
@@ -319,25 +318,14 @@ def stage_pseudo_labels(ctx: RoundContext, on_progress: Progress) -> dict[str, P
 
     Rounds never die on weak evidence: in later rounds an image left without a pseudo label takes the
     previous round's; a round-1 set left empty takes the whole boxes as masks. Both are noted."""
-    by_image = defaultdict(list)
-    for ann in ctx.work.read_json(CCGR_BOXES)["annotations"]:
-        by_image[ann["image_id"]].append(ann)
-    cfg, labels = ctx.profile.pseudo, {}
-    with ThreadPoolExecutor(cfg.workers) as pool:  # OpenCV and torch release the GIL while they cut and crop
-        images = ctx.train_set.images
-        cut = pool.map(lambda position: box_masks_as_labels(ctx, position, by_image.get(images[position].id, []),
-                                                            cfg.crop_mode, cfg.crop_threshold), range(len(images)))
-        for done, (info, instances) in enumerate(zip(images, cut), start=1):
-            labels[info.id] = instances
-            if on_progress:
-                on_progress(done, len(images))
+    boxes, cfg = ctx.work.read_json(CCGR_BOXES)["annotations"], ctx.profile.pseudo
+    labels = masks_by_image(ctx, boxes, cfg.crop_mode, cfg.crop_threshold, on_progress)
     if ctx.number > 1:
         labels = _with_previous_labels(ctx, labels, "got no pseudo label from their boxes")
-    elif not any(labels.values()) and by_image:
+    elif not any(labels.values()) and boxes:
         ctx.note(f"no box of the {len(ctx.train_set)} images left a pseudo mask ({cfg.crop_mode} crop of S): "
                  "the whole boxes are the masks instead")
-        labels = {info.id: box_masks_as_labels(ctx, position, by_image[info.id], "threshold", -1.0)
-                  for position, info in enumerate(ctx.train_set.images)}
+        labels = masks_by_image(ctx, boxes, "threshold", -1.0)
     annotations = []
     for info in ctx.train_set.images:
         renumbered = [{**ann, "id": len(annotations) + k} for k, ann in enumerate(labels[info.id], start=1)]
