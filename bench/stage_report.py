@@ -24,7 +24,8 @@ in eval mode on the train split). Rows:
   (``wsis_core.evaluation.evaluate``); images left without a pseudo label; the MIL and CCGR boxes' size
   against their matched instances (``box_quality.matched_size``) and their kinds (``box_quality.box_kind``:
   matched, on a part of an instance, merged over 2+ instances, loose past one, off every instance), and where
-  CCGR took MIL's part boxes and MIL's matched boxes;
+  CCGR took MIL's part boxes and MIL's matched boxes; and CCGR of the same MIL boxes on the true class masks as S
+  (``oracle_ccgr_rows``), which separates CCGR from the SS branch's errors;
 * later rounds: the previous IS model's train-split predictions kept as this round's cues (``cue_instances.json``,
   with the fallback labels of images that had none) as a mask label set;
 * IS branch: the round's val metrics (``metrics.json``) and the stage wall times.
@@ -37,6 +38,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +55,7 @@ from box_quality import (
     kind_fractions,
     kinds_after,
     matched_size,
+    one_hot,
     peak_and_bag_diagnostics,
 )
 from cues_quality import (
@@ -68,10 +71,12 @@ from cues_quality import (
 from reporting import report_header, write_report
 from wsis_core import run_layout, stages
 from wsis_core.affinity import AffinityNet
+from wsis_core.box_sources import refine_boxes
 from wsis_core.checkpoint import load_checkpoint
 from wsis_core.data.convert import ground_truth_to_coco
 from wsis_core.data.dataset import open_ground_truth
 from wsis_core.data.guard import weak_supervision
+from wsis_core.data.types import VOID
 from wsis_core.device import resolve_device
 from wsis_core.evaluation import evaluate, label_set_quality
 from wsis_core.round_context import RoundContext, read_config
@@ -154,6 +159,10 @@ def label_set_rows(name: str, truth: TrainTruth, annotations: list[dict] | None,
     ]
 
 
+def _median(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
 def _f(value, digits: int = 1) -> str:
     return NOT_RUN if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
@@ -209,7 +218,7 @@ def cue_rows(ctx: RoundContext, truth: TrainTruth, device, val_map: float) -> li
                   "(median; instances)", f"{np.median(extents):.2f} ({len(extents)})" if extents else NOT_RUN),
                  ("semantic", "SS cover: an instance's pixels that S gives its class; S's pixels of a class on that "
                   "class (medians over instances; over images and classes)",
-                  f"{np.median(covered):.3f}; {np.median(placed):.3f}" if covered and placed else NOT_RUN)]
+                  f"{_f(_median(covered), 3)}; {_f(_median(placed), 3)}")]
     return rows
 
 
@@ -259,10 +268,29 @@ def box_rows(ctx: RoundContext, truth: TrainTruth) -> list[tuple]:
                      f"{moved['moved']:.3f}; {moved['mean_iou_before_after']:.3f}"))
         rows += [("CCGR boxes", f"MIL's {kind} boxes after CCGR: {KINDS} (boxes)",
                   kinds_after(kinds["MIL boxes"], kinds["CCGR boxes"], kind)) for kind in ("part", "matched")]
+        rows += oracle_ccgr_rows(ctx, truth, mil, kinds["MIL boxes"])
     pseudo = round_annotations(ctx, run_layout.PSEUDO_LABELS)
     rows += label_set_rows("pseudo masks", truth, pseudo, "segm")
     rows += label_set_rows("pseudo boxes", truth, pseudo, "bbox")  # the boxes the IS branch learns (pseudo.box)
     return rows
+
+
+def oracle_ccgr_rows(ctx: RoundContext, truth: TrainTruth, mil: list[dict], mil_kinds: list[str]) -> list[tuple]:
+    """CCGR of the round's MIL boxes with the run's settings and peaks, on the train split's true class masks as S
+    (one-hot, void as background): what CCGR gives where S is right, apart from the SS branch's errors. The maps
+    go to a temporary round folder; the run folder is not written."""
+    with tempfile.TemporaryDirectory() as folder:
+        oracle = RoundContext(ctx.run_dir, ctx.number, ctx.config, ctx.device, round_dir=Path(folder))
+        oracle.work.write_json(run_layout.PEAKS, ctx.work.read_json(run_layout.PEAKS))
+        n = len(ctx.config.classes)
+        for info, semantic in zip(ctx.train_set.images, truth.semantic):
+            truth_map = one_hot(np.where(semantic == VOID, 0, semantic), n)
+            oracle.work.write_scores(run_layout.SCORE_MAPS, run_layout.image_stem(info), truth_map)
+        refined = refine_boxes(oracle, mil, None)
+    name = "CCGR boxes on the true S"
+    _, _, _, average_precision = (value for _, _, value in label_set_rows(name, truth, refined, "bbox"))
+    return [(name, "mAP_b@0.5 (train); MIL's part boxes after CCGR: " + KINDS,
+             f"{average_precision}; {kinds_after(mil_kinds, box_kinds(truth.boxes, refined), 'part')}")]
 
 
 def is_rows(ctx: RoundContext) -> list[tuple]:

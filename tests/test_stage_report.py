@@ -87,6 +87,26 @@ def test_fractions_are_fractions_and_metrics_match_the_run(report):
         assert _numbers(table["pseudo masks", "labels (per image; images with none)"])[0] == len(pseudo)
 
 
+def test_box_kinds_cover_and_ccgr_on_the_true_s(report):
+    run, text = report
+    kinds = stage_report.KINDS
+    for number in (1, 2):
+        table = _table(text, number)
+        for stage in ("MIL boxes", "CCGR boxes"):
+            assert sum(_numbers(table[stage, f"kinds: {kinds}"])) == pytest.approx(1, abs=0.01)
+        for kind in ("part", "matched"):  # fractions of MIL's boxes of that kind, then their count
+            *fractions, count = _numbers(table["CCGR boxes", f"MIL's {kind} boxes after CCGR: {kinds} (boxes)"])
+            assert count == 0 or sum(fractions) == pytest.approx(1, abs=0.01)
+        cover = table["semantic", "SS cover: an instance's pixels that S gives its class; S's pixels of a class on "
+                      "that class (medians over instances; over images and classes)"]
+        covered, placed = cover.split("; ")  # placed is n/a where S gives no labelled class a pixel
+        assert 0 <= float(covered) <= 1 and (placed == stage_report.NOT_RUN or 0 <= float(placed) <= 1)
+        average_precision, *part = _numbers(table["CCGR boxes on the true S",
+                                                  f"mAP_b@0.5 (train); MIL's part boxes after CCGR: {kinds}"])
+        assert 0 <= average_precision <= 100 and (part[-1] == 0 or sum(part[:-1]) == pytest.approx(1, abs=0.01))
+    assert not list(run.rglob("*oracle*")) and not list(run.glob("round_*/tmp*"))  # the run folder is not written
+
+
 def test_bag_recall_finds_the_instance_under_the_peak():
     import numpy as np
 
