@@ -38,30 +38,31 @@ def parse_variant(text: str) -> dict[str, str]:
     return {field.strip(): value.strip() for field, value in pairs}
 
 
-def box_row(name: str, truth: TrainTruth, boxes: list[dict], mil: list[dict]) -> str:
+def box_row(name: str, truth: TrainTruth, boxes: list[dict], mil: list[dict], mil_kinds: list[str]) -> str:
     """One table row: the microscope's label-set values of ``boxes`` (stage_report.label_set_rows), movement, size
-    and kinds."""
+    and kinds (``mil_kinds``: :func:`box_quality.box_kinds` of ``mil``)."""
     _, precision_recall, matched, average_precision = (value for _, _, value in label_set_rows(name, truth, boxes, "bbox"))
     moved, kinds = ccgr_movement(mil, boxes), box_kinds(truth.boxes, boxes)
     return (f"| {name} | {precision_recall} | {matched} | {average_precision} "
             f"| {moved['moved']:.3f}; {moved['mean_iou_before_after']:.3f} | {fmt(matched_size(truth.boxes, boxes), 2)} "
-            f"| {kind_fractions(kinds)} | {kinds_after(box_kinds(truth.boxes, mil), kinds, 'part')} |")
+            f"| {kind_fractions(kinds)} | {kinds_after(mil_kinds, kinds, 'part')} |")
 
 
 def round_table(ctx: RoundContext, truth: TrainTruth, variants: list[dict[str, str]]) -> str:
     mil = round_annotations(ctx, run_layout.MIL_BOXES)
+    mil_kinds = box_kinds(truth.boxes, mil)
     lines = [f"## Round {ctx.number}", "",
              "| boxes | precision / recall at box IoU 0.5 | mean IoU of matched | mAP_b@0.5 (train) "
              "| moved > 0.5 px; mean IoU(MIL, boxes) | area / matched instance (median) "
              f"| kinds: {KINDS} | MIL's part boxes: {KINDS} (boxes) |", "|---|---|---|---|---|---|---|---|",
-             box_row("MIL boxes", truth, mil, mil)]
+             box_row("MIL boxes", truth, mil, mil, mil_kinds)]
     own = round_annotations(ctx, run_layout.CCGR_BOXES)
     if own is not None:
-        lines.append(box_row(f"the run's CCGR boxes ({'ccgr on' if ctx.config.ccgr else '--no-ccgr'})", truth, own, mil))
+        lines.append(box_row(f"the run's CCGR boxes ({'ccgr on' if ctx.config.ccgr else '--no-ccgr'})", truth, own, mil, mil_kinds))
     for variant in variants:
         config = dataclasses.replace(ctx.config, ccgr=True, overrides={**ctx.config.overrides, **variant})
         refined = refine_boxes(RoundContext(ctx.run_dir, ctx.number, config, ctx.device), mil, None)
-        lines.append(box_row("CCGR " + ", ".join(f"{k}={v}" for k, v in variant.items()), truth, refined, mil))
+        lines.append(box_row("CCGR " + ", ".join(f"{k}={v}" for k, v in variant.items()), truth, refined, mil, mil_kinds))
     return "\n".join(lines) + "\n"
 
 

@@ -76,13 +76,19 @@ def instance_boxes(ctx: RoundContext) -> list[dict]:
     return annotations
 
 
+def annotations_by_image(annotations: list[dict]) -> defaultdict[int, list[dict]]:
+    """Image id -> its ``annotations``, in their order (an image without any maps to an empty list)."""
+    by_image = defaultdict(list)
+    for ann in annotations:
+        by_image[ann["image_id"]].append(ann)
+    return by_image
+
+
 def refine_boxes(ctx: RoundContext, annotations: list[dict], on_progress: Progress) -> list[dict]:
     """CCGR (Eq. 3) of the round's box ``annotations`` on their classes' SS score maps, with the peaks of the
     round folder; returns them with refined ``bbox`` and ``area``. Images go in chunks of ``ccgr.chunk_images``,
     all boxes of a chunk in one batched ``ccgr_refine``."""
-    by_image = defaultdict(list)
-    for ann in annotations:
-        by_image[ann["image_id"]].append(ann)
+    by_image = annotations_by_image(annotations)
     peaks = ctx.work.read_json(PEAKS)
     by_size = defaultdict(list)  # one batched call needs maps of one size
     for info in ctx.train_set.images:
@@ -148,9 +154,7 @@ def masks_by_image(ctx: RoundContext, annotations: list[dict], mode: str, thresh
     """Image id -> the pseudo instances :func:`box_masks_as_labels` cuts from that train image's box
     ``annotations``, for every train image (in the split's order), cut in ``pseudo.workers`` threads (OpenCV
     and torch release the GIL while they cut and crop)."""
-    by_image = defaultdict(list)
-    for ann in annotations:
-        by_image[ann["image_id"]].append(ann)
+    by_image = annotations_by_image(annotations)
     images, labels = ctx.train_set.images, {}
     with ThreadPoolExecutor(ctx.profile.pseudo.workers) as pool:
         cut = pool.map(lambda position: box_masks_as_labels(ctx, position, by_image.get(images[position].id, []),

@@ -19,6 +19,7 @@ from wsis_core.affinity import make_semantic_labels
 from wsis_core.backbone import to_input
 from wsis_core.bags import build_bags, build_bags_from_boxes
 from wsis_core.box_sources import (
+    annotations_by_image,
     box_annotation,
     coco_file,
     instance_boxes,
@@ -169,9 +170,7 @@ def _later_round_cues(ctx: RoundContext, on_progress: Progress) -> dict[str, Pat
 def _with_previous_labels(ctx: RoundContext, by_image: dict[int, list[dict]], why: str) -> dict[int, list[dict]]:
     """Rounds never die on weak evidence: an image of the train split without instances in ``by_image`` takes
     the previous round's pseudo labels of that image (which already fell back in turn); noted with ``why``."""
-    previous = defaultdict(list)
-    for ann in ctx.previous().read_json(PSEUDO_LABELS)["annotations"]:
-        previous[ann["image_id"]].append(ann)
+    previous = annotations_by_image(ctx.previous().read_json(PSEUDO_LABELS)["annotations"])
     empty = [info.id for info in ctx.train_set.images if not by_image.get(info.id)]
     filled = [i for i in empty if previous[i]]
     if empty:
